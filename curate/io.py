@@ -1,0 +1,59 @@
+"""Atomic file writes: a crash never leaves a torn file behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def _tmp_beside(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def write_parquet_atomic(table: pa.Table, path: str | os.PathLike, **kwargs: Any) -> Path:
+    """Write `table` to `path` via a temp file in the same folder, then rename.
+
+    >>> import pyarrow as pa, tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.parquet"
+    >>> write_parquet_atomic(pa.table({"a": [1]}), p).exists()
+    True
+    """
+    path = Path(path)
+    tmp = _tmp_beside(path)
+    try:
+        pq.write_table(table, tmp, **kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
+    """Write `text` to `path` atomically (temp file, fsync, rename)."""
+    path = Path(path)
+    tmp = _tmp_beside(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """Write `obj` as indented, key-sorted JSON atomically."""
+    return write_text_atomic(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", path)
