@@ -1,0 +1,371 @@
+"""Deduplication stages: exact, near-duplicate text (MinHash LSH) and near-duplicate images.
+
+Every stage keeps one representative per cluster of duplicates, the row with
+the smallest ``id`` (ties: the earliest row), so the result does not depend on
+the input order. Dropped rows carry ``drop_reason`` and ``duplicate_of`` (the
+representative's id); ``info["clusters"]`` is a frame ``(id, cluster_id)`` of
+every row in a cluster of two or more, where ``cluster_id`` is the
+representative's id.
+
+>>> import polars as pl
+>>> df = pl.DataFrame({"id": ["b", "a", "c"], "prompt": ["Two  apples", "two apples", "pears"]})
+>>> out = dedup_exact(df)
+>>> out.kept["id"].to_list(), out.dropped["duplicate_of"].to_list()
+(['a', 'c'], ['a'])
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import polars as pl
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from curate.minhash import EMPTY, minhash_signatures
+from curate.stage import DROP_REASON, StageOutput
+
+_ROW = "__dedup_row"
+_KEY = "__dedup_key"
+_MAX_BUCKET_PAIRS = 64  # buckets larger than this are linked as a star, not all pairs
+
+
+def normalize_text(col: str | pl.Expr) -> pl.Expr:
+    """Text as exact dedup compares it: NFKC, lower case, whitespace runs collapsed, trimmed.
+
+    >>> pl.select(normalize_text(pl.lit("  Ｔwo\\n apples "))).item()
+    'two apples'
+    """
+    expr = pl.col(col) if isinstance(col, str) else col
+    return (
+        expr.fill_null("")
+        .str.normalize("NFKC")
+        .str.to_lowercase()
+        .str.replace_all(r"\s+", " ")
+        .str.strip_chars()
+    )
+
+
+def _image_key(df: pl.DataFrame) -> pl.Expr:
+    """The sorted sha256s of a row's images, joined ("" for a text-only row)."""
+    if "images" not in df.columns:
+        return pl.lit("")
+    return (
+        pl.col("images")
+        .list.eval(pl.element().struct.field("sha256").fill_null(""))
+        .list.sort()
+        .list.join(",")
+        .fill_null("")
+    )
+
+
+def _check_columns(df: pl.DataFrame, stage: str, *cols: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ValueError(f"{stage}: missing column(s) {missing}; the frame has {df.columns}")
+
+
+def _split_clusters(
+    df: pl.DataFrame,
+    labels: np.ndarray | pl.Series,
+    reason: str,
+    info: dict,
+    similarity: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+) -> StageOutput:
+    """Keep the smallest-id row of each label; drop the rest with `reason`.
+
+    `labels` gives each row its cluster (rows alone in their label are untouched).
+    `similarity(rows, representative_rows)`, when given, fills a ``similarity``
+    column on the dropped rows.
+    """
+    work = df.with_row_index(_ROW).with_columns(pl.Series(_KEY, labels))
+    order = [pl.col("id"), pl.col(_ROW)]
+    work = work.with_columns(
+        pl.col("id").sort_by(order).first().over(_KEY).alias("duplicate_of"),
+        pl.col(_ROW).sort_by(order).first().over(_KEY).alias("__rep_row"),
+        pl.len().over(_KEY).alias("__size"),
+    )
+    internal = [_ROW, _KEY, "__rep_row", "__size"]
+    is_rep = pl.col(_ROW) == pl.col("__rep_row")
+    kept = work.filter(is_rep).drop(*internal, "duplicate_of")
+    dropped = work.filter(~is_rep).with_columns(pl.lit(reason).alias(DROP_REASON))
+    if similarity is not None:
+        sim = similarity(dropped[_ROW].to_numpy().astype(np.int64),
+                         dropped["__rep_row"].to_numpy().astype(np.int64))
+        dropped = dropped.with_columns(pl.Series("similarity", sim, dtype=pl.Float64))
+    dropped = dropped.drop(*internal)
+    members = work.filter(pl.col("__size") > 1)
+    info["clusters"] = members.select("id", pl.col("duplicate_of").alias("cluster_id"))
+    info["n_clusters"] = members["duplicate_of"].n_unique() if members.height else 0
+    info["rows_in_clusters"] = members.height
+    return StageOutput(kept=kept, dropped=dropped, info=info)
+
+
+def dedup_exact(df: pl.DataFrame, *, text_col: str = "prompt") -> StageOutput:
+    """Drop rows whose normalized `text_col` and image sha256s equal an earlier cluster member's.
+
+    Text is compared after `normalize_text` (NFKC, case, whitespace); images by
+    their sha256, order-insensitive. Reason: ``exact_duplicate``.
+
+    >>> df = pl.DataFrame({"id": ["x", "y"], "prompt": ["What is 2+2?", "what is 2+2? "]})
+    >>> dedup_exact(df).drops_by_reason()
+    {'exact_duplicate': 1}
+    """
+    _check_columns(df, "dedup_exact", "id", text_col)
+    key = df.select(
+        pl.concat_str([normalize_text(text_col), _image_key(df)], separator="\x1f")
+    ).to_series()
+    return _split_clusters(df, key, "exact_duplicate", {})
+
+
+def _bucket_pairs(lsh) -> np.ndarray:
+    """Candidate pairs (i < j) of row indices that share an LSH bucket in any band."""
+    firsts, seconds = [], []
+    for table in lsh.hashtables:
+        for bucket, size in table.itemcounts().items():
+            if size < 2:
+                continue
+            members = np.fromiter(table.get(bucket), dtype=np.int64, count=size)
+            members.sort()
+            if size <= _MAX_BUCKET_PAIRS:
+                i, j = np.triu_indices(size, k=1)
+                firsts.append(members[i])
+                seconds.append(members[j])
+            else:  # a star keeps huge buckets linear; verification still applies per edge
+                firsts.append(np.full(size - 1, members[0]))
+                seconds.append(members[1:])
+    if not firsts:
+        return np.zeros((0, 2), np.int64)
+    pairs = np.stack([np.concatenate(firsts), np.concatenate(seconds)], axis=1)
+    return np.unique(pairs, axis=0)
+
+
+def _agreement(sig: np.ndarray, left: np.ndarray, right: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """Estimated Jaccard similarity (share of equal MinHash values) of row pairs."""
+    out = np.empty(len(left), dtype=np.float64)
+    for lo in range(0, len(left), chunk):
+        out[lo : lo + chunk] = (sig[left[lo : lo + chunk]] == sig[right[lo : lo + chunk]]).mean(axis=1)
+    return out
+
+
+def _components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    graph = coo_matrix((np.ones(len(left), dtype=np.int8), (left, right)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def lsh_params(threshold: float, num_perm: int, recall_at_threshold: float = 0.95) -> tuple[int, int]:
+    """Bands and rows ``(b, r)`` that make a pair at Jaccard `threshold` a candidate with
+    probability >= `recall_at_threshold`, with the most rows per band (fewest weak candidates).
+
+    datasketch's default optimum balances false positives and negatives and
+    finds a pair at the threshold only ~40% of the time (b=9, r=13 for 0.8/128);
+    every candidate here is verified on its signatures afterwards, so the index
+    is tuned for recall instead.
+
+    >>> lsh_params(0.8, 128)
+    (18, 7)
+    """
+    best = (num_perm, 1)
+    for r in range(1, num_perm + 1):
+        b = num_perm // r
+        if b < 2:
+            break
+        if 1.0 - (1.0 - threshold**r) ** b >= recall_at_threshold:
+            best = (b, r)
+    return best
+
+
+def near_duplicate_clusters(
+    sig: np.ndarray, *, threshold: float = 0.8, seed: int = 1
+) -> tuple[np.ndarray, dict]:
+    """Cluster labels of rows from their MinHash signatures (uint32, datasketch affine32).
+
+    Rows go into a datasketch ``MinHashLSH`` index; every pair that shares a
+    bucket is checked against the signatures (estimated Jaccard >= threshold)
+    and the confirmed pairs are joined into connected components. Rows with an
+    all-EMPTY signature (no tokens) are never clustered.
+    """
+    from datasketch import LeanMinHash, MinHashLSH
+
+    n, num_perm = sig.shape
+    t0 = time.perf_counter()
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, params=lsh_params(threshold, num_perm))
+    nonempty = np.flatnonzero(~(sig == EMPTY).all(axis=1))
+    with lsh.insertion_session() as session:
+        for i in nonempty.tolist():
+            session.insert(i, LeanMinHash(seed=seed, hashvalues=sig[i], scheme="affine32"),
+                           check_duplication=False)
+    pairs = _bucket_pairs(lsh)
+    t1 = time.perf_counter()
+    est = _agreement(sig, pairs[:, 0], pairs[:, 1])
+    ok = est >= threshold
+    labels = _components(n, pairs[ok, 0], pairs[ok, 1])
+    info = {
+        "lsh_bands": lsh.b,
+        "lsh_rows_per_band": lsh.r,
+        "rows_without_tokens": int(n - len(nonempty)),
+        "pairs_checked": int(len(pairs)),
+        "pairs_confirmed": int(ok.sum()),
+        "seconds_lsh": round(t1 - t0, 4),
+        "seconds_verify": round(time.perf_counter() - t1, 4),
+    }
+    return labels, info
+
+
+def dedup_near(
+    df: pl.DataFrame,
+    *,
+    text_col: str = "prompt",
+    shingle_size: int = 5,
+    num_perm: int = 128,
+    threshold: float = 0.8,
+    seed: int = 1,
+) -> StageOutput:
+    """Drop near-duplicate texts: MinHash over word `shingle_size`-grams + LSH at `threshold`.
+
+    Signatures are computed vectorized over batches (curate.minhash); the index
+    is datasketch's MinHashLSH; candidate pairs are confirmed on the signatures
+    (estimated Jaccard >= `threshold`) and clustered transitively. Dropped rows
+    get ``near_duplicate``, ``duplicate_of`` and ``similarity`` (estimated
+    Jaccard to their representative).
+
+    >>> base = "Natalia sold clips to 48 of her friends in April and then half as many in May"
+    >>> df = pl.DataFrame({"id": ["a", "b", "c"],
+    ...                    "prompt": [base, base + " .", "Weng earns 12 an hour for babysitting"]})
+    >>> out = dedup_near(df, threshold=0.7)
+    >>> out.kept["id"].to_list(), out.dropped["duplicate_of"].to_list()
+    (['a', 'c'], ['a'])
+    """
+    _check_columns(df, "dedup_near", "id", text_col)
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"dedup_near: threshold must be in (0, 1], got {threshold}")
+    t0 = time.perf_counter()
+    texts = df.get_column(text_col).cast(pl.Utf8).to_arrow()
+    sig = minhash_signatures(texts, num_perm=num_perm, shingle_size=shingle_size, seed=seed)
+    t_sig = time.perf_counter() - t0
+    labels, info = near_duplicate_clusters(sig, threshold=threshold, seed=seed)
+    info = {"seconds_signatures": round(t_sig, 4), **info}
+    return _split_clusters(df, labels, "near_duplicate", info,
+                           similarity=lambda rows, reps: _agreement(sig, rows, reps))
+
+
+def hamming_pairs(hashes: np.ndarray, max_distance: int) -> np.ndarray:
+    """Pairs (i < j) of 64-bit hashes within `max_distance` bits, found without all pairs.
+
+    Pigeonhole: split each hash into ``max_distance + 1`` bands; two hashes within
+    the distance agree on at least one band, so only rows sharing a band are compared.
+
+    >>> hamming_pairs(np.array([0b1011, 0b1001, 1 << 40], dtype=np.uint64), 1).tolist()
+    [[0, 1]]
+    """
+    n = len(hashes)
+    if n < 2:
+        return np.zeros((0, 2), np.int64)
+    bands = max_distance + 1
+    edges = np.linspace(0, 64, bands + 1).astype(int)
+    cand = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        if hi == lo:
+            continue
+        band = (hashes >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1)
+        groups = (
+            pl.DataFrame({"band": band, "row": np.arange(n)})
+            .group_by("band")
+            .agg(pl.col("row").sort())
+            .filter(pl.col("row").list.len() > 1)
+        )["row"].to_list()
+        for members in groups:
+            m = np.asarray(members)
+            i, j = np.triu_indices(len(m), k=1)
+            cand.append(np.stack([m[i], m[j]], axis=1))
+    if not cand:
+        return np.zeros((0, 2), np.int64)
+    pairs = np.unique(np.concatenate(cand), axis=0)
+    dist = np.bitwise_count(hashes[pairs[:, 0]] ^ hashes[pairs[:, 1]])
+    return pairs[dist <= max_distance]
+
+
+def _phash(path: str) -> int | None:
+    import imagehash
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return int(str(imagehash.phash(im)), 16)
+    except (OSError, ValueError):
+        return None
+
+
+def dedup_images(
+    df: pl.DataFrame,
+    *,
+    max_distance: int = 4,
+    text_col: str | None = "prompt",
+    image_root: str | None = None,
+) -> StageOutput:
+    """Drop rows whose images are perceptual near-duplicates (pHash Hamming <= `max_distance`).
+
+    Two rows match when they have the same number of images and each image is
+    within `max_distance` bits of the other row's image at the same position.
+    With `text_col` set (the default) their normalized text must also be equal,
+    so one figure reused by different questions is not merged; ``text_col=None``
+    compares images alone. Each distinct file (by sha256, else path) is hashed
+    once; unreadable images are skipped and counted (``valid_images`` is the
+    stage that drops them). Relative image paths are read under `image_root`
+    when given. Reason: ``near_duplicate_image``.
+    """
+    _check_columns(df, "dedup_images", "id", "images")
+    if not 0 <= max_distance < 64:
+        raise ValueError(f"dedup_images: max_distance must be in [0, 63], got {max_distance}")
+    flat = (
+        df.select(pl.col("images"))
+        .with_row_index(_ROW)
+        .explode("images")
+        .filter(pl.col("images").is_not_null())
+        .with_columns(
+            pl.col("images").struct.field("path").alias("path"),
+            pl.col("images").struct.field("sha256").alias("sha256"),
+        )
+        .with_columns(pl.int_range(pl.len()).over(_ROW).alias("pos"))
+        .with_columns(pl.coalesce("sha256", "path").alias("file_key"))
+    )
+    files = flat.unique("file_key", keep="first").sort("file_key")
+    paths = files["path"].to_list()
+    if image_root is not None:
+        paths = [os.path.join(image_root, p) if p else p for p in paths]
+    # one decode per distinct file: Pillow has no batch API
+    hashes = [_phash(p) if p else None for p in paths]
+    files = files.select("file_key").with_columns(pl.Series("phash", hashes, dtype=pl.UInt64))
+    flat = flat.join(files, on="file_key", how="left")
+    unreadable = flat.filter(pl.col("phash").is_null())
+    hashed = flat.filter(pl.col("phash").is_not_null())
+    # rows whose images all hashed; their first image drives the candidate search
+    n_img = flat.group_by(_ROW).agg(pl.len().alias("n"), pl.col("phash").null_count().alias("bad"))
+    good_rows = n_img.filter(pl.col("bad") == 0)[_ROW].to_numpy()
+    first = hashed.filter((pl.col("pos") == 0) & pl.col(_ROW).is_in(good_rows)).sort(_ROW)
+    rows = first[_ROW].to_numpy().astype(np.int64)
+    pairs = hamming_pairs(first["phash"].to_numpy(), max_distance)
+    left, right = rows[pairs[:, 0]], rows[pairs[:, 1]]
+    if len(left):
+        by_row = hashed.group_by(_ROW).agg(pl.col("phash").sort_by("pos"))
+        ph = dict(zip(by_row[_ROW].to_list(), by_row["phash"].to_list(), strict=True))
+        keep = np.array([_images_match(ph[i], ph[j], max_distance) for i, j in zip(left, right, strict=True)])
+        if text_col is not None:
+            norm = df.select(normalize_text(text_col)).to_series().to_numpy()
+            keep &= norm[left] == norm[right]
+        left, right = left[keep], right[keep]
+    labels = _components(df.height, left, right)
+    info = {
+        "images_hashed": int(files["phash"].is_not_null().sum()),
+        "images_unreadable": int(unreadable.height),
+        "pairs_checked": int(len(pairs)),
+        "pairs_confirmed": int(len(left)),
+    }
+    return _split_clusters(df, labels, "near_duplicate_image", info)
+
+
+def _images_match(a: Sequence[int], b: Sequence[int], max_distance: int) -> bool:
+    return len(a) == len(b) and all(bin(x ^ y).count("1") <= max_distance for x, y in zip(a, b, strict=True))

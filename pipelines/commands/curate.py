@@ -1,0 +1,25 @@
+"""`thresher curate SPEC --out DIR`: run a TOML curation spec (see pipelines.spec)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", help="TOML curation spec")
+    parser.add_argument("--out", required=True, help="output folder (created if missing)")
+    parser.add_argument("--no-progress", action="store_true", help="no live progress output")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipelines.cli import UserError
+    from pipelines.curation import run_curation
+
+    try:
+        manifest = run_curation(args.spec, args.out, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UserError(str(exc)) from None
+    print(f"{manifest['rows_out']} rows -> {args.out} "
+          f"(dropped {manifest['dropped']}, quarantined {manifest['quarantined']}, "
+          f"content {manifest['content_hash'][:16]})")
+    return 0

@@ -1,0 +1,98 @@
+"""`thresher stats RUN`: a terminal summary of a run (the figures of `thresher report`).
+
+    thresher stats runs/quickstart
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import warnings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="a run folder (or a glob of run folders)")
+
+
+def _f(v, pct: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{100 * v:.1f}%" if pct else f"{v:.3g}"
+
+
+def _spark(values: list[float]) -> str:
+    """A one-line sparkline of a curve (last 40 points)."""
+    vals = [v for v in values if v is not None and not math.isnan(v)][-40:]
+    if not vals:
+        return ""
+    lo, hi = min(vals), max(vals)
+    ticks = "▁▂▃▄▅▆▇█"
+    return "".join(ticks[int((v - lo) / ((hi - lo) or 1) * 7)] for v in vals)
+
+
+def run(args: argparse.Namespace) -> int:
+    import polars as pl
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipelines.cli import UserError
+    from pipelines.query import LakeError, connect
+    from pipelines.report import run_figures
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            lake = connect(args.run)
+        except LakeError as exc:
+            raise UserError(str(exc)) from exc
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    figs = run_figures(lake)
+    h = figs["headline"]
+    con = Console()
+    con.print(f"[bold]{', '.join(figs['runs'])}[/bold]: {h['rows']:,} responses, {h['prompts']:,} prompts, "
+              f"{h['steps']} steps, {h['runs']} run(s)")
+    t = Table(title="first vs last tenth of the steps")
+    for c in ("", f"steps {h['first_steps']}", f"steps {h['last_steps']}", "curve"):
+        t.add_column(c)
+    curve, info = figs["curve"].sort("step"), figs["informative"].sort("step")
+    t.add_row("mean reward", _f(h["reward_first"]), _f(h["reward_last"]), _spark(curve["reward_mean"].to_list()))
+    t.add_row("accuracy", _f(h["accuracy_first"], True), _f(h["accuracy_last"], True),
+              _spark(curve["accuracy"].to_list()))
+    t.add_row("informative groups", _f(h["informative_first"], True), _f(h["informative_last"], True),
+              _spark(info["informative_ratio"].to_list()))
+    t.add_row("response tokens", _f(h["length_first"]), _f(h["length_last"]),
+              _spark(curve["response_tokens_mean"].to_list()))
+    con.print(t)
+    d = figs["difficulty"]
+    t = Table(title=f"difficulty: {d['source']}")
+    t.add_column("pass rate")
+    t.add_column("start", justify="right")
+    t.add_column("end", justify="right")
+    for i, (a, b) in enumerate(zip(d["start"], d["end"], strict=True)):
+        t.add_row(f"{i / 10:.1f}-{(i + 1) / 10:.1f}", str(int(a)), str(int(b)))
+    con.print(t)
+    dom = (figs["domains"].group_by("domain")
+           .agg(pl.col("accuracy").first().alias("first"), pl.col("accuracy").last().alias("last"),
+                pl.col("responses").sum()).sort("domain"))
+    t = Table(title="per domain (accuracy at first and last step)")
+    for c in ("domain", "first", "last", "responses"):
+        t.add_column(c)
+    for r in dom.iter_rows(named=True):
+        t.add_row(str(r["domain"]), _f(r["first"], True), _f(r["last"], True), f"{r['responses']:,}")
+    con.print(t)
+    bins = figs["difficulty_bins"]
+    con.print("prompts by pass rate over all rollouts: " +
+              ", ".join(f"{b} {bins.get(b, 0)}" for b in ("never", "hard", "medium", "easy", "always")))
+    cal = figs["selection"]["calibration"]
+    if cal is not None and cal.height:
+        gap = float((cal["observed"] - cal["predicted"]).abs().mean())
+        con.print(f"sampler ({', '.join(figs['selection']['samplers'])}): mean |observed - posterior| "
+                  f"over posterior bins = {gap:.3f}")
+    if figs["stuck"].height:
+        con.print(f"[yellow]{figs['stuck'].height} stuck prompt(s)[/yellow] (sampled in 2+ steps, never solved): "
+                  "thresher query RUN --named stuck_prompts")
+    for s in figs["skipped"]:
+        con.print(f"[red]skipped[/red] {s['file']}: {s['error']}")
+    return 0

@@ -1,0 +1,442 @@
+"""The end-to-end jobs behind `thresher run` and `thresher train`.
+
+`thresher run CONFIG`: generate the synthetic suite -> curate the RL and
+cold-start sets (exact dedup + decontamination against the held-out split)
+-> cold-start SFT -> held-out eval -> GRPO with the configured sampler ->
+held-out eval -> manifest. Every stage writes into the run directory (layout
+in ../shared/layout) and is skipped on a re-run when its output exists, so a
+killed job resumes where it stopped (GRPO from its newest checkpoint).
+
+`thresher train CONFIG`: the same model/SFT/GRPO machinery on Parquet/JSONL
+files you already have (`[data] sft = ...`, `rl = ...`, `eval = ...`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from curate.io import write_json_atomic, write_parquet_atomic, write_text_atomic
+from trainer.config import GRPOConfig, SFTConfig, format_validation_error
+
+_STRICT = ConfigDict(extra="forbid")
+
+
+class RunSection(BaseModel):
+    model_config = _STRICT
+    dir: str = "runs/quickstart"
+    name: str | None = None
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(default=0, ge=0)  # torch CPU threads; 0 = torch's default
+
+
+class SyntheticData(BaseModel):
+    """The synthetic suite (curate.synthetic) used by `thresher run`."""
+
+    model_config = _STRICT
+    domains: list[str] = Field(default_factory=lambda: ["add", "mul", "cmp", "count", "sort"])
+    weights: list[float] | None = None
+    max_level: int = Field(default=2, ge=1, le=4)
+    n_rl: int = Field(default=6000, ge=1)
+    n_sft: int = Field(default=2000, ge=1)
+    n_eval: int = Field(default=500, ge=1)
+    # share of cold-start solutions that hold a near-miss wrong answer (a fallible teacher)
+    solution_noise: float = Field(default=0.0, ge=0, lt=1)
+
+
+class FileData(BaseModel):
+    """Sample-schema files used by `thresher train`."""
+
+    model_config = _STRICT
+    sft: str | None = None
+    rl: str | None = None
+    eval: str | None = None
+
+
+class ModelSection(BaseModel):
+    """A local pretrained model (`path`) or a tiny Qwen2 built from this shape."""
+
+    model_config = _STRICT
+    path: str | None = None
+    hidden_size: int = Field(default=128, ge=8)
+    num_layers: int = Field(default=3, ge=1)
+    num_heads: int = Field(default=4, ge=1)
+    intermediate_size: int = Field(default=512, ge=8)
+    max_positions: int = Field(default=64, ge=16)
+
+
+class EvalSection(BaseModel):
+    """Held-out evaluation: pass@1 from `k` samples at `temperature` (0 = greedy only).
+
+    Greedy accuracy is always measured too and reported beside it.
+    """
+
+    model_config = _STRICT
+    max_new_tokens: int = Field(default=12, ge=1)
+    batch_size: int = Field(default=512, ge=1)
+    k: int = Field(default=4, ge=1)
+    temperature: float = Field(default=1.0, ge=0)
+
+
+class RunConfig(BaseModel):
+    """`thresher run` config: [run], [data], [model], [sft], [grpo], [eval]."""
+
+    model_config = _STRICT
+    run: RunSection = Field(default_factory=RunSection)
+    data: SyntheticData = Field(default_factory=SyntheticData)
+    model: ModelSection = Field(default_factory=ModelSection)
+    sft: SFTConfig = Field(default_factory=SFTConfig)
+    grpo: GRPOConfig = Field(default_factory=GRPOConfig)
+    eval: EvalSection = Field(default_factory=EvalSection)
+
+
+class TrainConfig(BaseModel):
+    """`thresher train` config: [run], [data] files, [model], optional [sft] and/or [grpo]."""
+
+    model_config = _STRICT
+    run: RunSection = Field(default_factory=RunSection)
+    data: FileData = Field(default_factory=FileData)
+    model: ModelSection = Field(default_factory=ModelSection)
+    sft: SFTConfig | None = None
+    grpo: GRPOConfig | None = None
+    eval: EvalSection = Field(default_factory=EvalSection)
+
+
+def load_config(path: str | os.PathLike, kind: type[BaseModel] = RunConfig) -> BaseModel:
+    """Parse and validate a TOML config; errors name the file and the key."""
+    from pipelines.cli import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {str(path)!r} not found")
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: invalid TOML: {exc}") from None
+    try:
+        return kind.model_validate(data)
+    except ValidationError as exc:
+        raise UserError("invalid config\n" + format_validation_error(exc, "", str(path))) from None
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """Minimal TOML writer for resolved configs (tables of scalars, lists, dicts)."""
+
+    def val(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{k} = {val(x)}" for k, x in v.items()) + " }"
+        raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+    lines = []
+    for section, body in data.items():
+        if body is None:
+            continue
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {val(v)}" for k, v in body.items() if v is not None]
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------- helpers
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _quiet_transformers() -> None:
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _read_table(path: str) -> pa.Table:
+    from pipelines.cli import UserError
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"data file {path!r} not found")
+    if p.is_dir():
+        return pq.read_table(p)
+    if p.suffix == ".parquet":
+        return pq.read_table(p)
+    if p.suffix in (".jsonl", ".json"):
+        import polars as pl
+
+        return pl.read_ndjson(p).to_arrow()
+    raise UserError(f"data file {path!r}: expected .parquet, .jsonl or a folder of Parquet")
+
+
+def build_model(cfg: ModelSection, seed: int, device: str):
+    """(model, tokenizer): a local pretrained model, or a tiny char-level Qwen2."""
+    from trainer.modeling import (
+        TinyModelSpec,
+        auto_device,
+        build_tiny_model,
+        char_tokenizer,
+        load_pretrained,
+    )
+
+    dev, _ = auto_device(device)
+    if cfg.path:
+        return load_pretrained(cfg.path, dev)
+    tok = char_tokenizer()
+    spec = TinyModelSpec(cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.intermediate_size,
+                         cfg.max_positions)
+    return build_tiny_model(tok, spec, seed=seed).to(dev), tok
+
+
+# -------------------------------------------------------------- data stage
+def build_data(cfg: RunConfig, run_dir: Path, console) -> dict[str, Any]:
+    """Synthetic suite -> curation -> RUN/data/{rl,sft,eval}; returns the data manifest."""
+    from curate.synthetic import make_splits
+
+    d = cfg.data
+    data_dir = run_dir / "data"
+    done = data_dir / "manifest.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    train, held_out = make_splits(d.n_rl + d.n_sft, d.n_eval, d.domains, d.weights,
+                                  seed=cfg.run.seed, max_level=d.max_level,
+                                  solution_noise=d.solution_noise)
+    # disjoint RL and cold-start pools, each keeping the domain mix (rows are grouped by domain)
+    import numpy as np
+
+    rng = np.random.default_rng(cfg.run.seed)
+    order = rng.permutation(train.num_rows)
+    # small levels have few distinct problems: then split what exists in the asked proportion
+    n_sft = min(d.n_sft, round(train.num_rows * d.n_sft / (d.n_rl + d.n_sft)))
+    sft_raw, rl_raw = train.take(np.sort(order[:n_sft])), train.take(np.sort(order[n_sft:]))
+    raw = data_dir / "raw"
+    write_parquet_atomic(held_out, data_dir / "eval" / "eval.parquet")
+    write_parquet_atomic(rl_raw, raw / "rl.parquet")
+    write_parquet_atomic(sft_raw, raw / "sft.parquet")
+    manifest: dict[str, Any] = {"generated": {"rl": rl_raw.num_rows, "sft": sft_raw.num_rows,
+                                              "eval": held_out.num_rows}}
+    for name in ("rl", "sft"):
+        manifest[name] = curate_split(raw / f"{name}.parquet", data_dir / "eval" / "eval.parquet",
+                                      data_dir / name, name)
+    write_json_atomic(manifest, done)
+    console.print(f"[bold]data[/] rl {manifest['rl']['rows']} rows, sft {manifest['sft']['rows']} rows,"
+                  f" held-out {held_out.num_rows} rows (curated: exact dedup + decontamination)")
+    return manifest
+
+
+def curate_split(raw: Path, held_out: Path, out_dir: Path, name: str) -> dict[str, Any]:
+    """Run the curation room on one generated split: exact dedup + decontamination."""
+    from pipelines.curation import run_curation
+
+    spec = curation_spec(raw, held_out, name)
+    manifest = run_curation(spec, out_dir, progress=False)
+    rows = sum(pq.read_metadata(p).num_rows for p in out_dir.glob("*.parquet"))
+    return {"rows": rows, "rows_in": manifest.get("rows_in"), "dropped": manifest.get("dropped"),
+            "manifest": str(out_dir / "manifest.json")}
+
+
+def curation_spec(raw: Path, held_out: Path, name: str) -> dict[str, Any]:
+    """The curation spec `thresher run` uses for its synthetic sets (pipelines/spec.py shape)."""
+    return {
+        "name": f"synthetic-{name}",
+        "sources": [{"path": str(raw), "preset": "sample", "name": "thresher-synthetic"}],
+        "eval_sets": [{"name": "held-out", "path": str(held_out), "preset": "sample"}],
+        "stages": [{"stage": "dedup_exact"}, {"stage": "decontaminate"}],
+    }
+
+
+def read_split(run_dir: Path, name: str) -> pa.Table:
+    files = sorted((run_dir / "data" / name).glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no Parquet files under {run_dir / 'data' / name}")
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+
+
+# --------------------------------------------------------------- the job
+def run_job(cfg: RunConfig, run_dir: str | os.PathLike | None = None, progress: bool = True
+            ) -> dict[str, Any]:
+    """The main job; returns the run manifest (also written to RUN/manifest.json)."""
+    import torch
+
+    from trainer.evaluate import accuracy, accuracy_by_domain, evaluate
+    from trainer.grpo import GRPOTrainer
+    from trainer.sft import SFTTrainer
+
+    t_start = time.perf_counter()
+    console = _console()
+    _quiet_transformers()
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    run_dir = Path(run_dir or cfg.run.dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(to_toml(cfg.model_dump()), run_dir / "config.toml")
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    data_manifest = build_data(cfg, run_dir, console)
+    timings["data_s"] = time.perf_counter() - t
+    rl, sft_set, held_out = read_split(run_dir, "rl"), read_split(run_dir, "sft"), read_split(run_dir, "eval")
+
+    sft_cfg = cfg.sft.__class__(**{**cfg.sft.to_dict(), "device": cfg.run.device})
+    grpo_cfg = cfg.grpo.__class__(**{**cfg.grpo.to_dict(), "device": cfg.run.device})
+    sft_final = run_dir / "checkpoints" / "sft" / "final"
+    t = time.perf_counter()
+    if (sft_final / "config.json").exists():
+        from trainer.modeling import load_pretrained
+
+        model, tok = load_pretrained(sft_final)
+        console.print(f"[bold]sft[/] reusing {sft_final}")
+    else:
+        model, tok = build_model(cfg.model, cfg.run.seed, cfg.run.device)
+        n_params = sum(p.numel() for p in model.parameters())
+        console.print(f"[bold]model[/] {type(model).__name__}, {n_params / 1e6:.2f}M parameters")
+        sft = SFTTrainer(model, tok, sft_set, sft_cfg, run_dir / "checkpoints" / "sft", progress=progress)
+        sft.train()
+        sft.save()
+    timings["sft_s"] = time.perf_counter() - t
+
+    ev = cfg.eval
+
+    def run_eval(m, step: int, phase: str) -> pa.Table:
+        path = run_dir / "eval" / f"{phase}.parquet"
+        if path.exists():
+            return pq.read_table(path)
+        parts = [evaluate(m, tok, held_out, ev.max_new_tokens, step=step, phase=phase,
+                          batch_size=ev.batch_size)]
+        if ev.temperature > 0:
+            parts.append(evaluate(m, tok, held_out, ev.max_new_tokens, step=step, phase=phase,
+                                  batch_size=ev.batch_size, k=ev.k, temperature=ev.temperature,
+                                  seed=cfg.run.seed))
+        table = pa.concat_tables(parts)
+        write_parquet_atomic(table, path)
+        return table
+
+    def summary(table: pa.Table) -> dict[str, Any]:
+        import polars as pl
+
+        df = pl.from_arrow(table)
+        out: dict[str, Any] = {}
+        for mode in df["mode"].unique().sort().to_list():
+            sub = df.filter(pl.col("mode") == mode).to_arrow()
+            out[mode] = {"accuracy": accuracy(sub), "by_domain": accuracy_by_domain(sub)}
+        return out
+
+    def headline(s: dict[str, Any]) -> float:
+        return s["sampled" if "sampled" in s else "greedy"]["accuracy"]
+
+    cold = summary(run_eval(model, 0, "cold_start"))
+    console.print(f"[bold]eval[/] cold start: held-out {_fmt_eval(cold)}")
+
+    t = time.perf_counter()
+    trainer = GRPOTrainer(model, tok, rl, grpo_cfg, run_dir, run_id=cfg.run.name or run_dir.name,
+                          progress=progress)
+    history = trainer.train()
+    timings["grpo_s"] = time.perf_counter() - t
+
+    final = summary(run_eval(trainer.model, trainer.step, "grpo"))
+    acc0, acc1 = headline(cold), headline(final)
+    timings["total_s"] = time.perf_counter() - t_start
+    gen_tokens = sum(m.tokens_per_s * m.seconds for m in history)
+    gen_secs = sum(m.seconds for m in history)
+    manifest = {
+        "run_dir": str(run_dir), "run_id": cfg.run.name or run_dir.name,
+        "device": str(trainer.device), "data": data_manifest, "timings": timings,
+        "eval": {"metric": "sampled" if ev.temperature > 0 else "greedy",
+                 "k": ev.k, "temperature": ev.temperature,
+                 "cold_start": acc0, "grpo": acc1, "gain": acc1 - acc0,
+                 "cold_start_detail": cold, "grpo_detail": final},
+        "grpo": {"steps": trainer.step, "sampler": grpo_cfg.sampler,
+                 "tokens_per_s": gen_tokens / gen_secs if gen_secs else None,
+                 "mean_informative_ratio": (sum(m.informative_ratio for m in history) / len(history))
+                 if history else None},
+    }
+    write_json_atomic(manifest, run_dir / "manifest.json")
+    console.print(f"[bold]eval[/] after GRPO: held-out {_fmt_eval(final)}")
+    console.print(f"[bold]gain[/] {'+' if acc1 >= acc0 else ''}{100 * (acc1 - acc0):.1f} points "
+                  f"of held-out pass@1 over the cold start")
+    _print_footer(console, run_dir, timings["total_s"])
+    return manifest
+
+
+def _fmt_eval(s: dict[str, Any]) -> str:
+    parts = []
+    if "sampled" in s:
+        parts.append(f"pass@1 (sampled) {s['sampled']['accuracy']:.3f}")
+    parts.append(f"greedy {s['greedy']['accuracy']:.3f}")
+    return ", ".join(parts)
+
+
+def _print_footer(console, run_dir: Path, seconds: float) -> None:
+    console.print(f"\n[bold green]done[/] in {seconds:.0f}s. Run directory: [bold]{run_dir}[/]")
+    console.print("Query it with DuckDB (paste into `duckdb` or `thresher query`):")
+    console.print(
+        f"  SELECT step, avg(reward) AS reward, avg(correct::INT) AS accuracy, count(*) AS responses\n"
+        f"  FROM read_parquet('{run_dir}/rollouts/*.parquet') GROUP BY step ORDER BY step;",
+        soft_wrap=True,
+    )
+
+
+def train_job(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
+    """`thresher train`: SFT and/or GRPO on existing Sample-schema files."""
+    import torch
+
+    from pipelines.cli import UserError
+    from trainer.evaluate import accuracy, evaluate
+    from trainer.grpo import GRPOTrainer
+    from trainer.sft import SFTTrainer
+
+    if cfg.sft is None and cfg.grpo is None:
+        raise UserError("config has neither [sft] nor [grpo]: nothing to train")
+    console = _console()
+    _quiet_transformers()
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    run_dir = Path(cfg.run.dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(to_toml(cfg.model_dump()), run_dir / "config.toml")
+    model, tok = build_model(cfg.model, cfg.run.seed, cfg.run.device)
+    out: dict[str, Any] = {"run_dir": str(run_dir)}
+    if cfg.sft is not None:
+        if not cfg.data.sft:
+            raise UserError("[sft] needs [data] sft = 'file.parquet'")
+        sft_cfg = SFTConfig(**{**cfg.sft.to_dict(), "device": cfg.run.device})
+        sft = SFTTrainer(model, tok, _read_table(cfg.data.sft), sft_cfg,
+                         run_dir / "checkpoints" / "sft", progress=progress)
+        hist = sft.train()
+        out["sft"] = {"final_loss": hist[-1].loss, "model": str(sft.save())}
+    if cfg.grpo is not None:
+        if not cfg.data.rl:
+            raise UserError("[grpo] needs [data] rl = 'file.parquet'")
+        grpo_cfg = GRPOConfig(**{**cfg.grpo.to_dict(), "device": cfg.run.device})
+        trainer = GRPOTrainer(model, tok, _read_table(cfg.data.rl), grpo_cfg, run_dir,
+                              run_id=cfg.run.name or run_dir.name, progress=progress)
+        trainer.train()
+        out["grpo"] = {"steps": trainer.step}
+        model = trainer.model
+    if cfg.data.eval:
+        table = evaluate(model, tok, _read_table(cfg.data.eval), cfg.eval.max_new_tokens,
+                         phase="train", batch_size=cfg.eval.batch_size)
+        write_parquet_atomic(table, run_dir / "eval" / "train.parquet")
+        out["eval_accuracy"] = accuracy(table)
+        console.print(f"[bold]eval[/] held-out accuracy {out['eval_accuracy']:.3f}")
+    write_json_atomic(out, run_dir / "manifest.json")
+    if cfg.grpo is not None:
+        _print_footer(console, run_dir, 0.0)
+    return out

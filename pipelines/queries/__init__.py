@@ -1,0 +1,1 @@
+"""Named DuckDB queries over rollout logs (`thresher query RUN --named NAME`); one .sql file each."""

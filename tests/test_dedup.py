@@ -1,0 +1,252 @@
+"""Exact, near-duplicate and image dedup on real GSM8K rows with planted duplicates."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from curate.dedup import dedup_exact, dedup_images, dedup_near, hamming_pairs
+from curate.minhash import (
+    minhash_signatures,
+    permutations,
+    shingle_hashes,
+    signatures_from_shingles,
+    token_hashes,
+)
+from curate.schema import sample_id
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+GSM8K_TRAIN = SHARED / "grade-school-math" / "train.jsonl"
+MATHV_IMAGES = SHARED / "MATH-V" / "images"
+
+needs_gsm8k = pytest.mark.skipif(not GSM8K_TRAIN.exists(), reason="../shared/data (GSM8K) is absent")
+
+
+def _frame(questions: list[str], answers: list[str] | None = None) -> pl.DataFrame:
+    answers = answers or [""] * len(questions)
+    return pl.DataFrame({
+        "id": [sample_id(q, a) for q, a in zip(questions, answers, strict=True)],
+        "prompt": questions,
+        "answer": answers,
+    })
+
+
+@pytest.fixture(scope="module")
+def gsm8k() -> pl.DataFrame:
+    if not GSM8K_TRAIN.exists():
+        pytest.skip("../shared/data (GSM8K) is absent")
+    rows = pl.read_ndjson(GSM8K_TRAIN).head(400)
+    return _frame(rows["question"].to_list(), rows["answer"].to_list())
+
+
+def _edit(text: str, kind: int) -> str:
+    """A small edit of the kinds people make when they copy a problem."""
+    words = text.split(" ")
+    if kind == 0:  # drop one word in the middle
+        del words[len(words) // 2]
+    elif kind == 1:  # insert a filler word
+        words.insert(len(words) // 3, "then")
+    elif kind == 2:  # casing and punctuation spacing
+        return text.replace(".", " .", 1).replace("How", "how", 1) + " "
+    else:  # one word changed
+        words[len(words) // 2] = "several"
+    return " ".join(words)
+
+
+# ------------------------------------------------------------------ exact
+
+
+@needs_gsm8k
+def test_exact_finds_planted_copies_and_keeps_smallest_id(gsm8k):
+    src = gsm8k.head(200)
+    copies = src[[3, 50, 51, 120]]
+    planted = pl.concat([
+        copies.with_columns(pl.col("prompt").str.to_uppercase() + "  "),  # case + whitespace
+        copies.head(1).with_columns(pl.col("prompt").str.replace_all(" ", "\n")),
+    ])
+    planted = planted.with_columns(pl.concat_str([pl.col("id"), pl.lit("-copy")]).alias("id"))
+    df = pl.concat([planted, src])  # copies first: the representative must not depend on order
+    out = dedup_exact(df)
+    assert out.drops_by_reason() == {"exact_duplicate": 5}
+    assert out.kept.height == 200
+    # the smallest id of each cluster is kept, whatever the row order
+    assert sorted(out.kept["id"].to_list()) == sorted(src["id"].to_list())
+    assert set(out.dropped["duplicate_of"].to_list()) == set(copies["id"].to_list())
+    clusters = out.info["clusters"]
+    assert clusters.columns == ["id", "cluster_id"] and clusters.height == 9
+    assert out.info["n_clusters"] == 4
+
+
+def test_exact_respects_images():
+    img = lambda sha: [{"path": f"{sha}.png", "sha256": sha}]  # noqa: E731
+    df = pl.DataFrame({
+        "id": ["a", "b", "c", "d"],
+        "prompt": ["Which shape?", "which shape?", "Which shape?", "Which shape?"],
+        "images": [img("x"), img("x"), img("y"), [{"path": "p", "sha256": "y"}]],
+    })
+    out = dedup_exact(df)
+    assert out.kept["id"].to_list() == ["a", "c"]
+    assert dict(zip(out.dropped["id"], out.dropped["duplicate_of"], strict=True)) == {"b": "a", "d": "c"}
+
+
+def test_exact_errors_name_the_missing_column():
+    with pytest.raises(ValueError, match="missing column.*'question'"):
+        dedup_exact(pl.DataFrame({"id": ["a"], "prompt": ["x"]}), text_col="question")
+
+
+# ------------------------------------------------------------------ near
+
+
+@needs_gsm8k
+def test_near_finds_small_edits_and_does_not_merge_distinct_problems(gsm8k):
+    src = gsm8k
+    targets = list(range(0, 400, 25))  # 16 rows, four kinds of edit each
+    edited = [_edit(src["prompt"][t], k % 4) for k, t in enumerate(targets)]
+    planted = _frame(edited)
+    df = pl.concat([src, planted]).sample(fraction=1.0, shuffle=True, seed=7)
+    # GSM8K questions are ~45 words: one edited word moves 5 of ~40 five-word shingles
+    # (Jaccard ~0.78), so short prompts use 3-word shingles (Jaccard ~0.87 for one edit)
+    for x, t in zip(edited, targets, strict=True):
+        sx, sy = _python_shingles(x, 3), _python_shingles(src["prompt"][t], 3)
+        assert len(sx & sy) / len(sx | sy) >= 0.8
+    out = dedup_near(df, shingle_size=3)
+    assert out.drops_by_reason() == {"near_duplicate": len(targets)}
+    clusters = out.info["clusters"]
+    # every planted row shares a cluster with its source, and nothing else is merged
+    cid = dict(zip(clusters["id"], clusters["cluster_id"], strict=True))
+    for t, pid in zip(targets, planted["id"], strict=True):
+        assert cid[src["id"][t]] == cid[pid]
+    assert clusters.height == 2 * len(targets) and out.info["n_clusters"] == len(targets)
+    assert out.kept.height == src.height
+    assert out.dropped["similarity"].min() >= 0.8
+    assert out.info["pairs_checked"] >= out.info["pairs_confirmed"] == len(targets)
+
+
+@needs_gsm8k
+def test_near_is_order_independent_and_deterministic(gsm8k):
+    head = gsm8k.head(100)
+    long_rows = [i for i, q in enumerate(head["prompt"]) if len(q.split()) >= 30][:5]
+    df = pl.concat([head, _frame([_edit(head["prompt"][i], 0) for i in long_rows])])
+    a = dedup_near(df, shingle_size=3)
+    b = dedup_near(df.reverse(), shingle_size=3)
+    assert sorted(a.kept["id"].to_list()) == sorted(b.kept["id"].to_list())
+    assert a.dropped.height == 5
+
+
+def test_near_threshold_and_shingle_size_are_honoured():
+    base = "Tom has 12 marbles and gives 5 of them to his sister, then buys 3 more at the store"
+    df = _frame([base, base.replace("sister", "brother")])
+    assert dedup_near(df, threshold=0.5).dropped.height == 1
+    assert dedup_near(df, threshold=0.95).dropped.height == 0
+    # with 1-shingles one changed word out of 18 barely moves the Jaccard similarity
+    assert dedup_near(df, shingle_size=1, threshold=0.85).dropped.height == 1
+
+
+def test_empty_texts_are_not_near_duplicates():
+    df = _frame(["", "  ", "...", "A real problem about seven apples and two pears"])
+    out = dedup_near(df)
+    assert out.dropped.height == 0 and out.info["rows_without_tokens"] == 3
+
+
+# ------------------------------------------------------------------ signatures
+
+
+def _python_shingles(text: str, k: int) -> set[str]:
+    # the tokenizer of curate.minhash: runs of ASCII word characters or non-ASCII characters
+    toks = re.findall(r"[0-9a-z_\u0080-\U0010ffff]+", text.lower())
+    if len(toks) < k:
+        return {" ".join(toks)} if toks else set()
+    return {" ".join(toks[i : i + k]) for i in range(len(toks) - k + 1)}
+
+
+@needs_gsm8k
+def test_signatures_estimate_true_jaccard(gsm8k):
+    texts = gsm8k["prompt"].to_list()[:40]
+    pairs = [(t, _edit(t, k % 4)) for k, t in enumerate(texts)] + list(zip(texts, texts[1:], strict=False))
+    sig = minhash_signatures([x for p in pairs for x in p], num_perm=256, shingle_size=3)
+    for n, (x, y) in enumerate(pairs):
+        sx, sy = _python_shingles(x, 3), _python_shingles(y, 3)
+        true = len(sx & sy) / len(sx | sy)
+        est = float((sig[2 * n] == sig[2 * n + 1]).mean())
+        assert abs(est - true) < 0.15, (x, y, true, est)
+
+
+def test_signatures_match_datasketch_bit_for_bit():
+    from datasketch import MinHash
+
+    texts = ["Natalia sold clips to 48 of her friends", "héllo wörld — 12 € each", "x", ""]
+    sh = shingle_hashes(texts, 2)
+    sig = signatures_from_shingles(sh, num_perm=64, seed=3)
+    for i in range(len(texts)):
+        m = MinHash(num_perm=64, seed=3, hashfunc=lambda h: h)
+        for h in sh.hashes[sh.offsets[i] : sh.offsets[i + 1]].tolist():
+            m.update(h)
+        assert np.array_equal(m.hashvalues, sig[i])
+    assert np.array_equal(MinHash(64, seed=3).permutations, np.array(permutations(64, 3)))
+
+
+def test_tokens_never_span_documents_and_batches_agree():
+    h_split, off = token_hashes(["ab", "cd"])
+    h_joined, _ = token_hashes(["abcd"])
+    assert off.tolist() == [0, 1, 2] and h_joined[0] not in h_split
+    texts = [f"problem {i}: a farmer has {i} cows and {i + 3} sheep" for i in range(50)]
+    whole = minhash_signatures(texts, num_perm=32)
+    assert np.array_equal(whole, minhash_signatures(texts, num_perm=32, batch_size=7))
+
+
+def test_signatures_are_the_same_in_another_process():
+    texts = ["Weng earns $12 an hour for babysitting.", "Betty is saving money for a new wallet."]
+    code = ("import json,sys; from curate.minhash import minhash_signatures as m;"
+            f"print(json.dumps(m({texts!r}, num_perm=16).tolist()))")
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=ROOT, env=env)
+    assert json.loads(out.stdout) == minhash_signatures(texts, num_perm=16).tolist()
+
+
+# ------------------------------------------------------------------ images
+
+
+def test_hamming_pairs_finds_all_pairs_within_distance():
+    rng = np.random.default_rng(0)
+    h = rng.integers(0, 2**63, 300, dtype=np.uint64)
+    flips = h ^ np.uint64(0b10110)  # 3 bits away
+    allh = np.concatenate([h, flips])
+    got = {tuple(p) for p in hamming_pairs(allh, 3).tolist()}
+    brute = {(i, j) for i in range(600) for j in range(i + 1, 600)
+             if bin(int(allh[i]) ^ int(allh[j])).count("1") <= 3}
+    assert got == brute and len(got) >= 300
+
+
+@pytest.mark.skipif(not MATHV_IMAGES.exists(), reason="../shared/data/MATH-V images are absent")
+def test_images_near_duplicates_are_found(tmp_path):
+    from PIL import Image
+
+    originals = sorted(MATHV_IMAGES.iterdir())[:6]
+    # a re-encoded, resized copy of the first image
+    copy = tmp_path / "copy.jpg"
+    with Image.open(originals[0]) as im:
+        im.convert("RGB").resize((im.width * 3 // 4, im.height * 3 // 4)).save(copy, quality=80)
+    paths = [str(p) for p in originals] + [str(copy), str(originals[1]), str(tmp_path / "missing.png")]
+    prompts = [f"Question {i}" for i in range(6)] + ["Question 0", "A different question", "Question 9"]
+    df = pl.DataFrame({
+        "id": [f"r{i}" for i in range(len(paths))],
+        "prompt": prompts,
+        "images": [[{"path": p, "sha256": f"sha-{i}"}] for i, p in enumerate(paths)],
+    })
+    out = dedup_images(df)
+    assert out.dropped["id"].to_list() == ["r6"] and out.dropped["duplicate_of"].to_list() == ["r0"]
+    assert out.drops_by_reason() == {"near_duplicate_image": 1}
+    assert out.info["images_unreadable"] == 1
+    # the same figure under a different question is another problem, unless text is ignored
+    loose = dedup_images(df, text_col=None)
+    assert sorted(loose.dropped["id"].to_list()) == ["r6", "r7"]

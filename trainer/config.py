@@ -1,0 +1,129 @@
+"""Trainer configs: dataclasses validated by pydantic, loadable from TOML.
+
+An unknown key or a bad value is an error that names the key:
+
+>>> GRPOConfig.from_dict({"group_size": 4}).group_size
+4
+>>> try:
+...     GRPOConfig.from_dict({"group_sise": 4}, section="grpo")
+... except ConfigError as e:
+...     print(e)
+grpo.group_sise: unknown key
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, ValidationError
+from pydantic.dataclasses import dataclass
+
+_STRICT = ConfigDict(extra="forbid")
+
+
+class ConfigError(ValueError):
+    """A config key is unknown or its value is invalid (the message names the key)."""
+
+
+def format_validation_error(exc: ValidationError, section: str = "", source: str = "") -> str:
+    """One line per problem: ``[file: ]section.key: what was expected``."""
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in (section, *err["loc"]) if p != "")
+        unknown = err["type"] in ("extra_forbidden", "unexpected_keyword_argument")
+        msg = "unknown key" if unknown else err["msg"]
+        if not unknown and err["type"] != "missing" and "input" in err:
+            msg += f" (got {err['input']!r})"
+        lines.append(f"{source + ': ' if source else ''}{key}: {msg}")
+    return "\n".join(lines)
+
+
+class _Loadable:
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], section: str = "", source: str = ""):
+        try:
+            return cls(**data)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, section, source)) from None
+        except TypeError as exc:  # pydantic dataclasses raise TypeError for some arg issues
+            raise ConfigError(f"{source + ': ' if source else ''}{section}: {exc}") from None
+
+    @classmethod
+    def from_toml(cls, path: str | Path, section: str | None = None):
+        """Load from a TOML file (optionally one `[section]` of it)."""
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+        if section:
+            data = data.get(section, {})
+        return cls.from_dict(data, section or "", str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(config=_STRICT)
+class GRPOConfig(_Loadable):
+    """GRPO hyper-parameters (defaults follow DAPO / Dr. GRPO where they differ from GRPO).
+
+    loss_agg: "token" (DAPO: mean over every response token of the batch),
+    "sequence" (original GRPO: mean per response, then over responses) or
+    "dr_grpo" (sum over tokens divided by responses x max_new_tokens).
+    adv_scale: divide advantages by the group std ("group"), the batch std
+    ("batch") or not at all ("none", Dr. GRPO).
+    """
+
+    steps: int = Field(default=100, ge=1)
+    prompts_per_step: int = Field(default=16, ge=1)
+    group_size: int = Field(default=8, ge=2)
+    max_new_tokens: int = Field(default=16, ge=1)
+    temperature: float = Field(default=1.0, gt=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    lr: float = Field(default=1e-4, gt=0)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = Field(default=0, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    inner_updates: int = Field(default=1, ge=1)
+    minibatches: int = Field(default=1, ge=1)
+    clip_low: float = Field(default=0.2, ge=0)
+    clip_high: float = Field(default=0.28, ge=0)
+    beta: float = Field(default=0.0, ge=0)
+    loss_agg: Literal["token", "sequence", "dr_grpo"] = "token"
+    adv_scale: Literal["group", "batch", "none"] = "group"
+    drop_uninformative: bool = True
+    sampler: str = "thompson"
+    sampler_args: dict[str, Any] = Field(default_factory=dict)
+    reward_correct: float = 1.0
+    reward_format: float = 0.1
+    reward_length: float = 0.0
+    save_every: int = Field(default=10, ge=1)
+    keep_checkpoints: int = Field(default=2, ge=1)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+@dataclass(config=_STRICT)
+class SFTConfig(_Loadable):
+    """Supervised fine-tuning (cold start) hyper-parameters.
+
+    The loss covers response tokens only. `packing` concatenates examples
+    into rows of `max_length` tokens (position ids restart per example).
+    """
+
+    epochs: float = Field(default=1.0, gt=0)
+    max_steps: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    grad_accum: int = Field(default=1, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    warmup_steps: int = Field(default=0, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    max_length: int = Field(default=64, ge=2)
+    packing: bool = False
+    save_every: int | None = Field(default=None, ge=1)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -1,0 +1,65 @@
+"""Held-out evaluation: greedy decoding, verifiable correctness, one row per problem."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pyarrow as pa
+import torch
+
+from trainer.generation import generate
+from trainer.rewards import verifiable_reward
+
+EVAL_SCHEMA = pa.schema([("step", pa.int64()), ("phase", pa.string()), ("mode", pa.string()),
+                         ("domain", pa.string()), ("sample_id", pa.string()),
+                         ("sample_idx", pa.int64()), ("correct", pa.bool_()),
+                         ("response", pa.string())])
+
+
+def evaluate(model, tokenizer, samples: pa.Table, max_new_tokens: int = 16, step: int = 0,
+             phase: str = "", batch_size: int = 256, k: int = 1, temperature: float = 0.0,
+             seed: int = 0) -> pa.Table:
+    """Answer every prompt of `samples`; `correct` via `verifiable_reward`.
+
+    `temperature == 0`: one greedy response per prompt (mode "greedy").
+    Otherwise `k` sampled responses per prompt at `temperature` (mode
+    "sampled"): the mean of `correct` is then pass@1 estimated from k samples,
+    the protocol of DeepSeek-R1's reports. Returns a table with EVAL_SCHEMA
+    (the job writes it to RUN/eval/*.parquet).
+    """
+    greedy = temperature <= 0
+    k = 1 if greedy else k
+    if not greedy:
+        samples = samples.take([i for i in range(samples.num_rows) for _ in range(k)])
+        torch.manual_seed(seed)
+    prompts = samples.column("prompt").to_pylist()
+    device = next(model.parameters()).device
+    ctx = (torch.autocast("cuda", dtype=torch.bfloat16)
+           if device.type == "cuda" and torch.cuda.is_bf16_supported() else contextlib.nullcontext())
+    with ctx:
+        gen = generate(model, tokenizer, prompts, max_new_tokens, do_sample=not greedy,
+                       temperature=temperature if not greedy else 1.0, batch_size=batch_size)
+    types = (samples.column("answer_type").to_pylist() if "answer_type" in samples.column_names
+             else ["text"] * len(prompts))
+    ok = verifiable_reward(prompts, gen.texts, answer=samples.column("answer").to_pylist(),
+                           answer_type=types)
+    n = len(prompts)
+    return pa.table({
+        "step": [step] * n, "phase": [phase] * n, "mode": ["greedy" if greedy else "sampled"] * n,
+        "domain": samples.column("domain").to_pylist(), "sample_id": samples.column("id").to_pylist(),
+        "sample_idx": [i % k for i in range(n)],
+        "correct": [v >= 0.5 for v in ok], "response": gen.texts,
+    }, schema=EVAL_SCHEMA)
+
+
+def accuracy(table: pa.Table) -> float:
+    """Mean of `correct` over an evaluation table."""
+    col = table.column("correct").to_pylist()
+    return sum(col) / max(1, len(col))
+
+
+def accuracy_by_domain(table: pa.Table) -> dict[str, float]:
+    import polars as pl
+
+    df = pl.from_arrow(table).group_by("domain").agg(pl.col("correct").mean()).sort("domain")
+    return dict(zip(df["domain"].to_list(), df["correct"].to_list(), strict=True))

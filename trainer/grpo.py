@@ -1,0 +1,429 @@
+"""GRPO driven by the dynamic sampler, with Parquet rollout logs and exact resume.
+
+One step: ask the sampler for prompts -> generate G responses per prompt ->
+score them -> group-relative advantages -> update `SampleStats` with every
+reward -> clipped-surrogate updates on the informative groups -> write the
+step's rollout-log part -> checkpoint (every `save_every` steps).
+
+Resume: a run restarts from its newest complete checkpoint, deletes rollout
+parts of later steps and replays them. Every source of randomness is either
+restored from the checkpoint (model, optimizer, scheduler, sampler, stats,
+RNG states) or re-seeded from (seed, step), so the replayed steps write the
+same rows and a killed-and-resumed run ends with the same log as an
+uninterrupted one.
+
+>>> from trainer import GRPOConfig
+>>> GRPOConfig(steps=2, group_size=4).loss_agg
+'token'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from trainer import checkpoint as ckpt
+from trainer.config import GRPOConfig
+from trainer.generation import generate_groups, response_logprobs
+from trainer.losses import group_advantages, informative_groups, policy_loss
+from trainer.modeling import auto_device
+from trainer.rewards import CombinedReward, default_reward
+from trainer.rollout_log import RolloutWriter
+from trainer.schedule import make_scheduler
+
+KILL_ENV = "THRESHER_KILL_AT"  # test hook: "<point>:<step>", point in {after_update, after_log, after_checkpoint}
+
+
+@dataclass
+class StepMetrics:
+    step: int
+    reward: float
+    accuracy: float
+    format_ok: float
+    informative_ratio: float
+    loss: float
+    clip_frac: float
+    kl: float
+    tokens_per_s: float
+    seconds: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def _maybe_kill(point: str, step: int) -> None:
+    """Test hook: SIGKILL this process at `point` of `step` (no cleanup, like kill -9)."""
+    spec = os.environ.get(KILL_ENV)
+    if spec and spec == f"{point}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _step_seed(seed: int, step: int) -> int:
+    return (seed * 1_000_003 + step * 7919) % (2**63 - 1)
+
+
+class GRPOTrainer:
+    """Group Relative Policy Optimization over a Sample-schema table.
+
+    Args:
+        model, tokenizer: a causal LM and its tokenizer (left padding is forced).
+        samples: the RL set (Sample schema: id, prompt, answer, answer_type, domain).
+        config: `GRPOConfig`.
+        run_dir: where rollouts/, stats/ and checkpoints/ go.
+        reward: a `CombinedReward` (default: correctness + format from config weights).
+        stats, sampler: a `sampling.SampleStats` and a sampler; built from the
+            config (`sampler`, `sampler_args`) when omitted.
+        resume: continue from the newest checkpoint in `run_dir` when there is one.
+
+    Example (a few seconds on CPU)::
+
+        trainer = GRPOTrainer(model, tok, rl_table, GRPOConfig(steps=20), "runs/demo")
+        metrics = trainer.train()
+    """
+
+    def __init__(
+        self, model, tokenizer, samples: pa.Table, config: GRPOConfig,
+        run_dir: str | os.PathLike, reward: CombinedReward | None = None,
+        stats=None, sampler=None, run_id: str | None = None, resume: bool = True,
+        progress: bool = False,
+    ) -> None:
+        self.cfg = config
+        self.run_dir = Path(run_dir)
+        self.run_id = run_id or self.run_dir.name
+        self.tokenizer = tokenizer
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.device, self.dtype = auto_device(config.device)
+        self.model = model.to(self.device)
+        self.reward = reward or default_reward(config.reward_correct, config.reward_format,
+                                               config.reward_length, config.max_new_tokens)
+        self.progress = progress
+        self._index_samples(samples)
+        from sampling import SampleStats, make_sampler
+
+        self.stats = stats if stats is not None else SampleStats.from_samples(samples)
+        self._make_sampler = lambda st: make_sampler(config.sampler, st, **self._sampler_kwargs())
+        self.sampler = sampler if sampler is not None else self._make_sampler(self.stats)
+        self.sampler_name = config.sampler if sampler is None else type(sampler).__name__
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
+                                           weight_decay=config.weight_decay)
+        updates_per_step = config.inner_updates * config.minibatches
+        self.scheduler = make_scheduler(self.optimizer, config.lr_schedule,
+                                        config.warmup_steps * updates_per_step,
+                                        config.steps * updates_per_step)
+        self.writer = RolloutWriter(self.run_dir, self.run_id)
+        self.step = 0  # completed steps
+        self.ref_model = None
+        self.history: list[StepMetrics] = []
+        if resume and ckpt.latest_checkpoint(self.run_dir) is not None:
+            self._resume(ckpt.latest_checkpoint(self.run_dir))
+        if config.beta > 0 and self.ref_model is None:
+            self.ref_model = self._make_reference()
+
+    def _sampler_kwargs(self) -> dict[str, Any]:
+        return {"group_size": self.cfg.group_size, "seed": self.cfg.seed, **self.cfg.sampler_args}
+
+    # ----------------------------------------------------------------- data
+    def _index_samples(self, samples: pa.Table) -> None:
+        need = ("id", "prompt", "answer")
+        missing = [c for c in need if c not in samples.column_names]
+        if missing:
+            raise ValueError(f"RL samples lack column(s) {missing}; expected the Sample schema")
+        ids = samples.column("id").to_pylist()
+        self._row = {sid: i for i, sid in enumerate(ids)}
+        if len(self._row) != len(ids):
+            raise ValueError("RL samples have duplicate ids; deduplicate them first (curate.dedup_exact)")
+
+        def col(name: str, default: str) -> list[str]:
+            if name in samples.column_names:
+                return [v if v is not None else default for v in samples.column(name).to_pylist()]
+            return [default] * len(ids)
+
+        self._prompt = col("prompt", "")
+        self._answer = col("answer", "")
+        self._answer_type = col("answer_type", "text")
+        self._domain = col("domain", "")
+
+    # ----------------------------------------------------------- reference
+    def _make_reference(self):
+        ref_dir = self.run_dir / "checkpoints" / "reference"
+        if not (ref_dir / "config.json").exists():
+            self.model.save_pretrained(ref_dir)
+        ref = copy.deepcopy(self.model)
+        ref.eval().requires_grad_(False)
+        return ref
+
+    # --------------------------------------------------------------- train
+    def train(self) -> list[StepMetrics]:
+        """Run until `config.steps` steps are done (continuing a resumed run)."""
+        bar = _Progress(self.cfg.steps, self.step, enabled=self.progress)
+        with bar:
+            while self.step < self.cfg.steps:
+                m = self.train_step()
+                bar.update(m)
+        return self.history
+
+    def train_step(self) -> StepMetrics:
+        cfg = self.cfg
+        t = self.step + 1
+        t0 = time.perf_counter()
+        seed = _step_seed(cfg.seed, t)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+        # 1. prompts from the sampler (estimate and score as they were at selection)
+        ids = [str(i) for i in self.sampler.next_batch(cfg.prompts_per_step, step=t)]
+        p_est, score = _selection_info(self.sampler, self.stats, ids)
+        rows = [self._row[i] for i in ids]
+        g = cfg.group_size
+        prompts = [self._prompt[r] for r in rows for _ in range(g)]
+
+        # 2. G responses per prompt (each prompt prefilled once, its KV cache shared)
+        with self._autocast():
+            gen = generate_groups(self.model, self.tokenizer, [self._prompt[r] for r in rows], g,
+                                  cfg.max_new_tokens, cfg.temperature, cfg.top_p)
+        resp_tokens = gen.response_lengths
+
+        # 3. rewards and advantages
+        cols = {
+            "answer": [self._answer[r] for r in rows for _ in range(g)],
+            "answer_type": [self._answer_type[r] for r in rows for _ in range(g)],
+            "domain": [self._domain[r] for r in rows for _ in range(g)],
+            "sample_id": [i for i in ids for _ in range(g)],
+            "response_tokens": resp_tokens,
+        }
+        rew = self.reward(prompts, gen.texts, **cols)
+        rewards = torch.tensor(rew.total, dtype=torch.float32)
+        adv = group_advantages(rewards, g, cfg.adv_scale)
+        informative = informative_groups(rewards, g)
+        correct = rew.components.get("correct", [float("nan")] * len(prompts))
+        fmt = rew.components.get("format", [float("nan")] * len(prompts))
+
+        # 4. fresh statistics for the next selection
+        # (the store wants rewards in [0, 1]: correctness when known, else the clipped total)
+        stat_r = rew.components["correct"] if "correct" in rew.components else \
+            [min(1.0, max(0.0, v)) for v in rew.total]
+        self.stats.update(cols["sample_id"], stat_r, step=t, lengths=resp_tokens,
+                          responses=gen.texts)
+
+        # 5. policy update on the informative groups
+        keep = informative.repeat_interleave(g) if cfg.drop_uninformative else torch.ones_like(rewards, dtype=torch.bool)
+        loss, clip_frac, kl = self._update(gen, adv, keep)
+        _maybe_kill("after_update", t)
+
+        # 6. the step's rollout-log part, then (maybe) a checkpoint
+        n = len(prompts)
+        self.writer.write({
+            "step": [t] * n,
+            "sample_id": cols["sample_id"],
+            "group": [k // g for k in range(n)],
+            "response_idx": [k % g for k in range(n)],
+            "domain": cols["domain"],
+            "prompt": prompts,
+            "response": gen.texts,
+            "reward": rew.total,
+            "correct": [bool(c >= 0.5) if c == c else None for c in correct],
+            "format_ok": [bool(f >= 0.5) if f == f else None for f in fmt],
+            "advantage": adv.tolist(),
+            "prompt_tokens": gen.prompt_lengths,
+            "response_tokens": resp_tokens,
+            "sampler": [self.sampler_name] * n,
+            "p_estimate": [p_est[k // g] for k in range(n)],
+            "score": [score[k // g] for k in range(n)],
+            "policy_version": [t - 1] * n,
+        })
+        _maybe_kill("after_log", t)
+        self.step = t
+        if t % cfg.save_every == 0 or t == cfg.steps:
+            self.save()
+            _maybe_kill("after_checkpoint", t)
+
+        secs = time.perf_counter() - t0
+        m = StepMetrics(
+            step=t, reward=float(rewards.mean()), accuracy=_nanmean(correct),
+            format_ok=_nanmean(fmt), informative_ratio=float(informative.float().mean()),
+            loss=loss, clip_frac=clip_frac, kl=kl,
+            tokens_per_s=float(sum(resp_tokens)) / max(secs, 1e-9), seconds=secs,
+        )
+        self.history.append(m)
+        return m
+
+    def _autocast(self):
+        if self.device.type == "cuda" and self.dtype != torch.float32:
+            return torch.autocast("cuda", dtype=self.dtype)
+        return contextlib.nullcontext()
+
+    def _update(self, gen, adv: torch.Tensor, keep: torch.Tensor) -> tuple[float, float, float]:
+        cfg = self.cfg
+        idx = torch.nonzero(keep).flatten()
+        if idx.numel() == 0:  # nothing informative: no gradient, no optimizer step
+            return 0.0, 0.0, 0.0
+        dev = self.device
+        r_len = int(gen.response_mask[idx].sum(dim=1).max())
+        p_ids, p_mask = gen.prompt_ids[idx], gen.prompt_mask[idx]
+        r_ids, r_mask = gen.response_ids[idx, :r_len], gen.response_mask[idx, :r_len]
+        a = adv[idx].to(dev)
+        n = idx.numel()
+        mb_size = -(-n // cfg.minibatches)
+        on_policy = cfg.inner_updates == 1 and cfg.minibatches == 1
+        old_logp = ref_logp = None
+        with torch.no_grad(), self._autocast():
+            if not on_policy:
+                old_logp = self._logp_batched(self.model, p_ids, p_mask, r_ids, r_mask)
+            if self.ref_model is not None:
+                ref_logp = self._logp_batched(self.ref_model, p_ids, p_mask, r_ids, r_mask)
+        self.model.train()
+        losses, clips, kls = [], [], []
+        for _ in range(cfg.inner_updates):
+            for s in range(0, n, mb_size):
+                sl = slice(s, s + mb_size)
+                with self._autocast():
+                    logp = response_logprobs(self.model, p_ids[sl], p_mask[sl], r_ids[sl],
+                                             r_mask[sl], cfg.temperature)
+                old = logp.detach() if old_logp is None else old_logp[sl]
+                loss, info = policy_loss(
+                    logp, old, a[sl], r_mask[sl], cfg.clip_low, cfg.clip_high, cfg.loss_agg,
+                    ref_logp[sl] if ref_logp is not None else None, cfg.beta, cfg.max_new_tokens)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                losses.append(float(loss.detach()))
+                clips.append(info["clip_frac"])
+                kls.append(info["kl"])
+        return float(np.mean(losses)), float(np.mean(clips)), float(np.mean(kls))
+
+    def _logp_batched(self, model, p_ids, p_mask, r_ids, r_mask) -> torch.Tensor:
+        return response_logprobs(model, p_ids, p_mask, r_ids, r_mask, self.cfg.temperature)
+
+    # ---------------------------------------------------------- checkpoint
+    def save(self) -> Path:
+        """Checkpoint now (atomic) and snapshot the statistics store."""
+        state = {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": ckpt.rng_state(),
+            "config": self.cfg.to_dict(),
+            "history": [m.__dict__ for m in self.history],
+        }
+
+        def extra(folder: Path) -> None:
+            # the sampler's state (RNG, position) rides in the snapshot's metadata
+            self.stats.save(folder / "stats.parquet", sampler=_stateful(self.sampler))
+
+        path = ckpt.save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state,
+                                    extra, keep=self.cfg.keep_checkpoints)
+        stats_dir = self.run_dir / "stats"
+        stats_dir.mkdir(parents=True, exist_ok=True)
+        self.stats.save(stats_dir / f"stats-{self.step:08d}.parquet")
+        return path
+
+    def _resume(self, path: Path) -> None:
+        from transformers import AutoModelForCausalLM
+
+        from sampling import SampleStats
+
+        state = ckpt.load_trainer_state(path)
+        loaded = AutoModelForCausalLM.from_pretrained(path / "model", local_files_only=True)
+        self.model.load_state_dict(loaded.state_dict())
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        ckpt.set_rng_state(state["rng"])
+        self.stats = SampleStats.load(path / "stats.parquet")
+        if self.sampler_name == self.cfg.sampler:
+            self.sampler = self._make_sampler(self.stats)
+        elif hasattr(self.sampler, "stats"):  # a sampler object the caller passed in
+            self.sampler.stats = self.stats
+        sampler_state = SampleStats.load_sampler_state(path / "stats.parquet")
+        if sampler_state is not None and hasattr(self.sampler, "load_state_dict"):
+            self.sampler.load_state_dict(sampler_state)
+        self.step = int(state["step"])
+        self.history = [StepMetrics(**m) for m in state.get("history", [])]
+        # parts of steps after the checkpoint are replayed: drop them so none is duplicated
+        for part in self.writer.dir.glob("part-*.parquet"):
+            if int(part.name.split("-")[1]) > self.step:
+                part.unlink()
+        ref_dir = self.run_dir / "checkpoints" / "reference"
+        if self.cfg.beta > 0 and (ref_dir / "config.json").exists():
+            ref = AutoModelForCausalLM.from_pretrained(ref_dir, local_files_only=True).to(self.device)
+            self.ref_model = ref.eval().requires_grad_(False)
+
+
+# --------------------------------------------------------- sampler adapters
+def _selection_info(sampler, stats, ids: list[str]) -> tuple[list[float | None], list[float | None]]:
+    """The sampler's posterior mean and selection score for `ids`, as at selection."""
+    sel = getattr(sampler, "last_selection", None)
+    if sel is not None:
+        if isinstance(sel, pa.Table):
+            sel = sel.to_pydict()
+        if isinstance(sel, dict) and "p_estimate" in sel:
+            return [_f(v) for v in sel["p_estimate"]], [_f(v) for v in sel.get("score", [None] * len(ids))]
+    return [None] * len(ids), [None] * len(ids)
+
+
+def _f(v: Any) -> float | None:
+    return None if v is None or v != v else float(v)  # NaN (no score) -> null
+
+
+def _nanmean(values: list[float]) -> float:
+    arr = np.asarray(values, dtype=float)
+    return float(arr[~np.isnan(arr)].mean()) if (~np.isnan(arr)).any() else float("nan")
+
+
+def _stateful(sampler):
+    return sampler if hasattr(sampler, "state_dict") else None
+
+
+# ------------------------------------------------------------------ progress
+class _Progress:
+    """Rich progress: step, reward, accuracy, informative-group ratio, tokens/s."""
+
+    def __init__(self, total: int, done: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.total, self.done = total, done
+        self._p = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._p = Progress(TextColumn("GRPO"), BarColumn(), MofNCompleteColumn(),
+                               TextColumn("{task.fields[info]}"), TimeElapsedColumn())
+            self._p.__enter__()
+            self._task = self._p.add_task("grpo", total=self.total, completed=self.done, info="")
+        return self
+
+    def update(self, m: StepMetrics) -> None:
+        if self._p is None:
+            return
+        info = (f"reward {m.reward:.3f}  acc {m.accuracy:.2f}  informative {m.informative_ratio:.2f}"
+                f"  {m.tokens_per_s:,.0f} tok/s")
+        self._p.update(self._task, completed=m.step, info=info)
+
+    def __exit__(self, *exc) -> None:
+        if self._p is not None:
+            self._p.__exit__(*exc)
+
+
+def metrics_json(history: list[StepMetrics]) -> str:
+    return json.dumps([m.__dict__ for m in history])
