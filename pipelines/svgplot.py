@@ -16,8 +16,8 @@ from html import escape
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
            "#7f7f7f", "#bcbd22")
-W, H = 560, 320
-ML, MR, MT, MB = 74, 16, 34, 48  # margins: left (y labels), right, top (title), bottom (x labels)
+W, H = 560, 340
+ML, MR, MT, MB = 74, 16, 54, 48  # margins: left (y labels), right, top (title + legend), bottom (x labels)
 
 
 def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -43,8 +43,10 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 def _fmt(v: float) -> str:
     if v == 0:
         return "0"
-    if abs(v) >= 1e4 or abs(v) < 1e-3:
+    if abs(v) >= 1e6 or abs(v) < 1e-3:
         return f"{v:.1e}"
+    if abs(v) >= 1000:  # counts: 1,250 reads better than 1.25e+03
+        return f"{v:,.0f}"
     return f"{v:.3g}"
 
 
@@ -82,16 +84,18 @@ def _axes(f: _Frame, title: str, xlabel: str, ylabel: str) -> list[str]:
 
 
 def _legend(names: Sequence[str]) -> list[str]:
+    # One row between the title and the plot area, so it never hides data.
     if len(names) < 2 and not (names and names[0]):
         return []
-    x, y = ML + 10, MT + 6
-    width = 24 + 7 * max(len(str(n)) for n in names)
-    out = [f'<rect x="{x - 4}" y="{y - 4}" width="{width}" height="{16 * len(names) + 4}" fill="white" '
-           'fill-opacity="0.9" stroke="#ddd"/>']
-    for i, name in enumerate(names):
+    widths = [28 + 7 * len(str(n)) for n in names]
+    x = (W - sum(widths)) / 2
+    y = 30
+    out = []
+    for i, (name, width) in enumerate(zip(names, widths, strict=True)):
         c = PALETTE[i % len(PALETTE)]
-        out.append(f'<rect x="{x}" y="{y + i * 16}" width="12" height="10" fill="{c}"/>')
-        out.append(f'<text x="{x + 16}" y="{y + i * 16 + 9}" font-size="12">{escape(str(name))}</text>')
+        out.append(f'<rect x="{x:.1f}" y="{y}" width="12" height="10" fill="{c}"/>')
+        out.append(f'<text x="{x + 16:.1f}" y="{y + 9}" font-size="12">{escape(str(name))}</text>')
+        x += width
     return out
 
 
