@@ -12,9 +12,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def _default_mode() -> int:
+    # mkstemp creates 0600 files; the renamed result should get the mode any
+    # other file written by this process gets (0644 under the usual umask).
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _default_mode()
+
+
 def _tmp_beside(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     return Path(tmp)
 

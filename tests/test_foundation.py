@@ -46,6 +46,20 @@ def test_atomic_writes_leave_no_temp_files(tmp_path):
     assert pq.read_table(tmp_path / "x.parquet").column("a").to_pylist() == [1, 2]
 
 
+def test_atomic_writes_get_the_umask_mode_not_mkstemps_0600(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        # the mode is fixed at import; with the usual umask it is 0644
+        p = write_json_atomic({"a": 1}, tmp_path / "m.json")
+        q = write_parquet_atomic(pa.table({"a": [1]}), tmp_path / "m.parquet")
+    finally:
+        os.umask(mask)
+    assert os.stat(p).st_mode & 0o777 == os.stat(q).st_mode & 0o777
+    assert os.stat(p).st_mode & 0o044 == 0o044  # group and others can read
+
+
 def test_atomic_write_failure_keeps_the_old_file(tmp_path):
     target = tmp_path / "x.parquet"
     write_parquet_atomic(pa.table({"a": [1]}), target)
