@@ -29,7 +29,7 @@ import numpy as np
 
 from sampling.betadist import best_distances
 from sampling.quota import domain_quotas
-from sampling.store import PRIOR_GROUP_MIN, SampleStats
+from sampling.store import PRIOR_GROUP_MIN, SampleStats, beta_informative
 
 
 class Sampler:
@@ -222,6 +222,14 @@ class ThompsonSampler(Sampler):
       the window (the most promising of them by the same score) that a share
       `coverage` of the samples is picked at least once per window.  The rest
       of the batch goes to the top scores.  Needs `coverage * n <= W * k`.
+    - `predictive` (with temperature 0): rank by the posterior-predictive
+      chance of an informative group, 1 - E[p^G] - E[(1-p)^G] under
+      Beta(alpha, beta) (`SampleStats.informative_prob`), instead of
+      1 - m^G - (1-m)^G at the posterior mean m.  The plug-in ranks a sample
+      seen once at 4/8 like one seen fifty times at 4/8; the predictive ranks
+      the well-measured one first, and scores an unseen sample at the chance
+      its prior gives, not near 1.  The selection score is then that
+      probability.
 
     >>> import pyarrow as pa
     >>> s = SampleStats.from_samples(pa.table({"id": list("abc"), "difficulty": [0.0, 0.5, 1.0]}),
@@ -235,7 +243,7 @@ class ThompsonSampler(Sampler):
     def __init__(self, stats: SampleStats, group_size: int = 8, seed: int = 0,
                  pool_factor: float | None = None, temperature: float = 1.0,
                  coverage: float = 0.0, coverage_window: int = 10,
-                 weights: Mapping[str, float] | None = None) -> None:
+                 weights: Mapping[str, float] | None = None, predictive: bool = False) -> None:
         super().__init__(stats, group_size, seed, weights)
         if pool_factor is not None and not pool_factor >= 1:
             raise ValueError(f"pool_factor must be None or >= 1, got {pool_factor!r}")
@@ -245,6 +253,12 @@ class ThompsonSampler(Sampler):
             raise ValueError(f"coverage must be in [0, 1], got {coverage!r}")
         if not (isinstance(coverage_window, int) and coverage_window >= 1):
             raise ValueError(f"coverage_window must be an int >= 1, got {coverage_window!r}")
+        if not isinstance(predictive, bool | np.bool_):
+            raise ValueError(f"predictive must be True or False, got {predictive!r}")
+        if predictive and temperature != 0.0:
+            raise ValueError("predictive=True ranks by the posterior expectation and needs "
+                             f"temperature=0 (greedy); got temperature={temperature!r}")
+        self.predictive = bool(predictive)
         self.pool_factor = pool_factor
         self.temperature = float(temperature)
         self.coverage, self.coverage_window = float(coverage), coverage_window
@@ -255,7 +269,9 @@ class ThompsonSampler(Sampler):
         if self.temperature == 0.0:
             # greedy: no draw; a seeded nudge far below any real gap breaks exact ties
             # (e.g. all unseen samples) at random instead of by row order
-            return _informative(a / (a + b), self.group_size) + 1e-9 * self.rng.random(len(a))
+            sc = (beta_informative(a, b, self.group_size) if self.predictive
+                  else _informative(a / (a + b), self.group_size))
+            return sc + 1e-9 * self.rng.random(len(a))
         p = self.rng.beta(a, b)
         if self.temperature != 1.0:
             mean = a / (a + b)
@@ -293,7 +309,9 @@ class ThompsonSampler(Sampler):
             a, b = float(a[0]), float(b[0])
             mean = a / (a + b)
             if temp == 0.0:
-                sc = _informative(np.full(k, mean), g) + 1e-9 * self.rng.random(k)
+                one = (beta_informative(np.array([a]), np.array([b]), g) if self.predictive
+                       else _informative(np.array([mean]), g))
+                sc = np.full(k, float(one[0])) + 1e-9 * self.rng.random(k)
             else:
                 # tempered draw p' = mean + T (p - mean): |p' - 1/2| = T |p - c|
                 c = 0.5 - (1.0 - temp) * (mean - 0.5) / temp

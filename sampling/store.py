@@ -371,11 +371,7 @@ class SampleStats:
         """
         a, b = self.posterior(rows, step)
         g = self.params.group_size if group_size is None else int(group_size)
-        ep, eq = np.ones_like(a), np.ones_like(a)
-        for i in range(g):
-            ep *= (a + i) / (a + b + i)
-            eq *= (b + i) / (a + b + i)
-        return 1.0 - ep - eq
+        return beta_informative(a, b, g)
 
     def _as_rows(self, rows: Any) -> np.ndarray | None:
         if rows is None:
@@ -660,9 +656,30 @@ class SampleStats:
         )
 
 
+def beta_informative(a: np.ndarray, b: np.ndarray, g: int) -> np.ndarray:
+    """1 - E[p^G] - E[(1-p)^G] for p ~ Beta(a, b): the chance a group of G is informative.
+
+    E[p^G] = prod_{i<G} (a + i) / (a + b + i).
+
+    >>> round(float(beta_informative(np.array([1.0]), np.array([1.0]), 8)[0]), 6)  # 1 - 2/9
+    0.777778
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    ep, eq = np.ones_like(a), np.ones_like(a)
+    for i in range(g):
+        ep *= (a + i) / (a + b + i)
+        eq *= (b + i) / (a + b + i)
+    return 1.0 - ep - eq
+
+
 def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # mkstemp makes 0600 files; give the snapshot the mode of any other new file
+    mask = os.umask(0)
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)
     os.close(fd)
     try:
         pq.write_table(table, tmp)

@@ -31,6 +31,7 @@ CONFIGS = [
     ("thompson", {}),
     ("thompson", {"pool_factor": 3}),
     ("thompson", {"coverage": 0.8, "coverage_window": 5, "temperature": 0.0}),
+    ("thompson", {"coverage": 0.8, "coverage_window": 5, "temperature": 0.0, "predictive": True}),
     ("variance", {}),
     ("variance", {"pool_factor": 4}),
     ("filter", {}),
@@ -282,3 +283,53 @@ def test_exact_thompson_on_shared_prior_groups_matches_drawing_every_row():
         brute_fresh.append(np.mean(np.argsort(draw)[-k:] >= 300))
     assert sps.ks_2samp(fast_kth, brute_kth).pvalue > 1e-3
     assert abs(np.mean(fast_fresh) - np.mean(brute_fresh)) < 0.03
+
+
+def test_predictive_greedy_ranks_well_measured_samples_first_and_scores_the_probability():
+    # no prior pull, no decay: alpha = 1 + successes, beta = 1 + failures
+    stats = SampleStats(["once", "often", "never", "solved"], fast_half_life=None,
+                        slow_half_life=None, domain_prior_strength=0.0)
+    half = [1.0] * 4 + [0.0] * 4
+    stats.update(["once"] * 8, half, step=1)
+    for t in range(1, 21):
+        stats.update(["often"] * 8, half, step=t)
+    stats.update(["solved"] * 8, [1.0] * 8, step=1)
+    # plug-in: Beta(5, 5), Beta(81, 81) and the unseen Beta(1, 1) all have mean 1/2,
+    # so greedy on the mean cannot tell them apart (a coin flip among the three)
+    firsts = {ThompsonSampler(stats, seed=s, temperature=0.0).next_batch(1, step=21)[0]
+              for s in range(30)}
+    assert firsts == {"once", "often", "never"}
+    pred = ThompsonSampler(stats, seed=0, temperature=0.0, predictive=True)
+    ids = pred.next_batch(4, step=21)
+    assert ids == ["often", "once", "never", "solved"]
+    want = stats.informative_prob(ids, step=21)
+    assert np.allclose(pred.last_selection["score"], want, atol=1e-8)
+    assert want[0] > 0.98 and want[2] == pytest.approx(1 - 2 / 9)  # 160 responses vs none
+
+
+def test_predictive_needs_greedy_and_a_bool():
+    with pytest.raises(ValueError, match="temperature=0"):
+        ThompsonSampler(_stats(), predictive=True)
+    with pytest.raises(ValueError, match="True or False"):
+        ThompsonSampler(_stats(), temperature=0.0, predictive="yes")
+    s = make_sampler("thompson", _stats(), temperature=0.0, predictive=True)
+    assert s.predictive is True
+
+
+def test_predictive_scores_on_shared_prior_groups_equal_the_store_probability():
+    """The O(k) path for never-seen rows of one prior gives them the store's score too."""
+    n = 3000
+    stats = SampleStats([f"s{i}" for i in range(n)])
+    rng = np.random.default_rng(1)
+    seen = [f"s{i}" for i in range(100)]
+    stats.update([i for i in seen for _ in range(8)], (rng.random(800) < 0.1).astype(float),
+                 step=1)
+    th = ThompsonSampler(stats, seed=0, temperature=0.0, predictive=True)
+    rows = th.next_rows(300, step=2)
+    assert (rows >= 100).any()  # unseen rows (prior group shortcut) made the batch
+    assert np.allclose(th.last_selection["score"], stats.informative_prob(rows, step=2),
+                       atol=1e-8)
+    # best first, and nothing left out scores higher than the last one taken
+    assert np.all(np.diff(th.last_selection["score"]) <= 1e-8)
+    rest = np.setdiff1d(np.arange(n), rows)
+    assert stats.informative_prob(rest, step=2).max() <= th.last_selection["score"].min() + 1e-8
