@@ -16,9 +16,11 @@ representative's id.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import polars as pl
@@ -31,6 +33,8 @@ from curate.stage import DROP_REASON, StageOutput
 _ROW = "__dedup_row"
 _KEY = "__dedup_key"
 _MAX_BUCKET_PAIRS = 64  # buckets larger than this are linked as a star, not all pairs
+# odd multipliers of the band hash that finds the rows sharing an LSH bucket
+_BAND_KEYS = np.random.RandomState(0xB4D).randint(0, 1 << 62, size=64, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
 
 
 def normalize_text(col: str | pl.Expr) -> pl.Expr:
@@ -121,26 +125,125 @@ def dedup_exact(df: pl.DataFrame, *, text_col: str = "prompt") -> StageOutput:
     return _split_clusters(df, key, "exact_duplicate", {})
 
 
-def _bucket_pairs(lsh) -> np.ndarray:
-    """Candidate pairs (i < j) of row indices that share an LSH bucket in any band."""
-    firsts, seconds = [], []
-    for table in lsh.hashtables:
-        for bucket, size in table.itemcounts().items():
-            if size < 2:
-                continue
-            members = np.fromiter(table.get(bucket), dtype=np.int64, count=size)
-            members.sort()
-            if size <= _MAX_BUCKET_PAIRS:
-                i, j = np.triu_indices(size, k=1)
-                firsts.append(members[i])
-                seconds.append(members[j])
-            else:  # a star keeps huge buckets linear; verification still applies per edge
-                firsts.append(np.full(size - 1, members[0]))
-                seconds.append(members[1:])
-    if not firsts:
+def _band_hash(band: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row of a (rows, r) uint32 band: equal bands, equal hashes."""
+    h = np.zeros(len(band), np.uint64)
+    for j in range(band.shape[1]):
+        h += band[:, j].astype(np.uint64) * _BAND_KEYS[j % len(_BAND_KEYS)]
+        h ^= h >> np.uint64(29)
+    return h
+
+
+def _shared_rows(h: np.ndarray) -> np.ndarray:
+    """Sorted indices of the rows whose hash some other row also has."""
+    return np.flatnonzero(pl.Series(h, dtype=pl.UInt64).is_duplicated().to_numpy())
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: filling an index creates millions of small
+    containers (no cycles), and each collection would rescan all of them."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def lsh_index(sig: np.ndarray, rows: np.ndarray, *, threshold: float, params: tuple[int, int]):
+    """A datasketch ``MinHashLSH`` holding signature rows `rows` under keys ``rows``, built
+    without per-row MinHash objects, and the buckets holding more than one key.
+
+    The bucket key of a row in each band is computed for all rows at once and is
+    the same bytes datasketch derives itself (``MinHashLSH._H`` of the band's hash
+    values), so the index answers ``query`` for any affine32 ``MinHash`` with the
+    same ``seed`` and ``num_perm`` exactly as one filled by ``insert``. Returns
+    ``(lsh, buckets)``: `buckets` lists, for every band, the members of each bucket
+    with two or more keys, read back from the index.
+    """
+    from datasketch import MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=sig.shape[1], params=params)
+    with _gc_paused():
+        buckets = _fill_index(lsh, sig, rows)
+    return lsh, buckets
+
+
+def _plain_dict(storage) -> dict | None:
+    """The dict behind datasketch's default in-memory storage, or None for any other storage."""
+    from datasketch.storage import DictListStorage, DictSetStorage
+
+    d = getattr(storage, "_dict", None)
+    return d if type(storage) in (DictSetStorage, DictListStorage) and isinstance(d, dict) else None
+
+
+def _fill_index(lsh, sig: np.ndarray, rows: np.ndarray) -> list[list[set[int]]]:
+    ids = rows.tolist()
+    swapped = sig[rows].byteswap()  # datasketch: bytes(hashvalues[lo:hi].byteswap().data)
+    band_keys, buckets = [], []
+    for (lo, hi), table in zip(lsh.hashranges, lsh.hashtables, strict=True):
+        band = np.ascontiguousarray(swapped[:, lo:hi])
+        keys = band.view(np.dtype((np.void, band.itemsize * (hi - lo)))).ravel().tolist()
+        band_keys.append(keys)
+        shared = _shared_rows(_band_hash(band)).tolist()
+        d = _plain_dict(table)
+        if d is not None:  # the in-memory default: fill its dict of sets in C
+            # one set per key; the keys of shared buckets then get their other members
+            d.update(zip(keys, map(set, zip(ids, strict=True)), strict=True))
+            for j in shared:
+                d[keys[j]].add(ids[j])
+        else:
+            for key, i in zip(keys, ids, strict=True):
+                table.insert(key, i)
+        buckets.append([table.get(key) for key in dict.fromkeys(keys[j] for j in shared)])
+    d = _plain_dict(lsh.keys)
+    if d is not None:
+        d.update(zip(ids, map(list, zip(*band_keys, strict=True)), strict=True))
+    else:
+        for i, hs in zip(ids, zip(*band_keys, strict=True), strict=True):
+            lsh.keys.insert(i, *hs)
+    lsh._minhash_scheme = "affine32"  # what the first insert of an affine32 MinHash records
+    return buckets
+
+
+def _drop_index(lsh) -> None:
+    """Empty an in-memory index now. Its millions of buckets would otherwise wait for
+    the cyclic collector (the index references itself through a bound method),
+    which frees them ~10x slower, at some later, unrelated moment."""
+    with _gc_paused():
+        for storage in (*lsh.hashtables, lsh.keys):
+            d = _plain_dict(storage)
+            if d is not None:
+                d.clear()
+
+
+def _bucket_pairs(buckets: list[list[set[int]]]) -> np.ndarray:
+    """Candidate pairs (i < j) of the keys that share a bucket in any band, unique and sorted."""
+    groups = [g for band in buckets for g in band]
+    if not groups:
         return np.zeros((0, 2), np.int64)
-    pairs = np.stack([np.concatenate(firsts), np.concatenate(seconds)], axis=1)
-    return np.unique(pairs, axis=0)
+    sizes = np.fromiter(map(len, groups), dtype=np.int64, count=len(groups))
+    members = np.fromiter((k for g in groups for k in g), dtype=np.int64, count=int(sizes.sum()))
+    gid = np.repeat(np.arange(len(groups)), sizes)
+    members = members[np.lexsort((members, gid))]  # each bucket's members ascending
+    starts = np.zeros(len(groups), np.int64)
+    np.cumsum(sizes[:-1], out=starts[1:])
+    firsts, seconds = [], []
+    for size in np.unique(sizes).tolist():
+        at = starts[sizes == size]
+        if size <= _MAX_BUCKET_PAIRS:
+            i, j = np.triu_indices(size, k=1)
+            firsts.append(members[(at[:, None] + i).ravel()])
+            seconds.append(members[(at[:, None] + j).ravel()])
+        else:  # a star keeps huge buckets linear; verification still applies per edge
+            firsts.append(np.repeat(members[at], size - 1))
+            seconds.append(members[(at[:, None] + np.arange(1, size)).ravel()])
+    left, right = np.concatenate(firsts), np.concatenate(seconds)
+    width = np.int64(max(int(right.max()), 0) + 1)
+    code = np.unique(left * width + right)
+    return np.stack([code // width, code % width], axis=1)
 
 
 def _agreement(sig: np.ndarray, left: np.ndarray, right: np.ndarray, chunk: int = 65536) -> np.ndarray:
@@ -183,29 +286,28 @@ def near_duplicate_clusters(
 ) -> tuple[np.ndarray, dict]:
     """Cluster labels of rows from their MinHash signatures (uint32, datasketch affine32).
 
-    Rows go into a datasketch ``MinHashLSH`` index; every pair that shares a
-    bucket is checked against the signatures (estimated Jaccard >= threshold)
-    and the confirmed pairs are joined into connected components. Rows with an
-    all-EMPTY signature (no tokens) are never clustered.
+    Rows go into a datasketch ``MinHashLSH`` index (`lsh_index`: bucket keys
+    computed for all rows at once); every pair that shares a bucket is checked
+    against the signatures (estimated Jaccard >= threshold) and the confirmed
+    pairs are joined into connected components. Rows with an all-EMPTY
+    signature (no tokens) are never clustered. `seed` is the signatures' seed:
+    it does not change the index, only which MinHash objects may query it.
     """
-    from datasketch import LeanMinHash, MinHashLSH
-
     n, num_perm = sig.shape
     t0 = time.perf_counter()
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, params=lsh_params(threshold, num_perm))
     nonempty = np.flatnonzero(~(sig == EMPTY).all(axis=1))
-    with lsh.insertion_session() as session:
-        for i in nonempty.tolist():
-            session.insert(i, LeanMinHash(seed=seed, hashvalues=sig[i], scheme="affine32"),
-                           check_duplication=False)
-    pairs = _bucket_pairs(lsh)
+    lsh, buckets = lsh_index(sig, nonempty, threshold=threshold, params=lsh_params(threshold, num_perm))
+    pairs = _bucket_pairs(buckets)
+    bands, rows_per_band = lsh.b, lsh.r
+    del buckets
+    _drop_index(lsh)
     t1 = time.perf_counter()
     est = _agreement(sig, pairs[:, 0], pairs[:, 1])
     ok = est >= threshold
     labels = _components(n, pairs[ok, 0], pairs[ok, 1])
     info = {
-        "lsh_bands": lsh.b,
-        "lsh_rows_per_band": lsh.r,
+        "lsh_bands": bands,
+        "lsh_rows_per_band": rows_per_band,
         "rows_without_tokens": int(n - len(nonempty)),
         "pairs_checked": int(len(pairs)),
         "pairs_confirmed": int(ok.sum()),

@@ -5,9 +5,10 @@ The pipeline works on the raw UTF-8 bytes of a whole batch of documents:
 1. tokens are maximal runs of word bytes (ASCII letters, digits, ``_``, and any
    non-ASCII byte, so accented and CJK text stays inside tokens); text is
    lower-cased first;
-2. each token is hashed from its bytes (a position-keyed linear hash folded with
-   the MurmurHash3 64-bit finalizer) with ``np.add.reduceat``; nothing calls
-   Python's ``hash()``, so signatures are identical across runs and machines;
+2. each token is hashed from its bytes, read 8 at a time as little-endian uint64
+   words (one gather per token; longer tokens fold in further chunks), mixed with
+   its length by the MurmurHash3 64-bit finalizer; nothing calls Python's
+   ``hash()``, so signatures are identical across runs and machines;
 3. word ``k``-shingles are hashed from ``k`` consecutive token hashes (a
    document shorter than ``k`` tokens gets one shingle of all its tokens);
 4. the 32-bit shingle hashes go through datasketch's ``affine32`` permutations
@@ -43,16 +44,12 @@ _FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2
 # Fixed keys of the token and shingle hashes (from a legacy RandomState, whose
 # stream numpy guarantees across versions); odd so every key is invertible.
 _KEYS = np.random.RandomState(0x7E5E).randint(0, 1 << 62, size=96, dtype=np.uint64) * _M64(2) + _M64(1)
-_BYTE_KEYS = _KEYS[:64]  # byte position (mod 64) within a token -> key
+_CHUNK_KEYS = _KEYS[:63]  # 8-byte chunk number (mod 63) within a long token -> key
+_LENGTH_KEY = _KEYS[63]  # multiplies a token's byte length
 _SHINGLE_KEYS = _KEYS[64:]  # token position within a shingle -> key
 MAX_SHINGLE = len(_SHINGLE_KEYS)
-
-# byte -> is it part of a word
-_WORD_BYTE = np.zeros(256, dtype=bool)
-for _lo, _hi in ((ord("0"), ord("9")), (ord("a"), ord("z")), (ord("A"), ord("Z"))):
-    _WORD_BYTE[_lo : _hi + 1] = True
-_WORD_BYTE[ord("_")] = True
-_WORD_BYTE[128:] = True
+# _LOW_BYTES[k]: the low k bytes of a little-endian uint64 (k = 8: all of it)
+_LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)
 
 # shingles per block of the permutation step: (num_perm, block) uint32 stays in cache
 _BLOCK_SHINGLES = 4096
@@ -117,43 +114,54 @@ def _utf8_bytes(texts: Sequence[str | None] | pa.Array | pa.ChunkedArray) -> tup
     return data, offsets - offsets[0]
 
 
+def _word_bytes(data: np.ndarray) -> np.ndarray:
+    """Is each (lower-cased UTF-8) byte part of a word: ASCII letter, digit, ``_`` or non-ASCII."""
+    w = (data - np.uint8(ord("a"))) < 26  # uint8 wrap-around: one compare per range
+    w |= (data - np.uint8(ord("0"))) < 10
+    w |= (data - np.uint8(ord("A"))) < 26
+    w |= data >= 0x80
+    w |= data == ord("_")
+    return w
+
+
 def token_hashes(texts: Sequence[str | None] | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """64-bit hashes of every token of every text, and per-text token offsets (CSR).
+
+    A token's bytes are read 8 at a time as little-endian uint64 words (one
+    unaligned gather per token and 8-byte chunk, not one operation per byte);
+    a token of up to 8 bytes is its word plus a multiple of its length, so
+    distinct tokens of the same length up to 8 bytes never collide; longer
+    tokens fold in further chunks with a keyed MurmurHash3 finalizer.
 
     >>> h, off = token_hashes(["a b a", "", "B"])
     >>> off.tolist(), bool(h[0] == h[2]), bool(h[1] == h[3])
     ([0, 3, 3, 4], True, True)
     """
     data, doc_off = _utf8_bytes(texts)
-    n_docs = len(doc_off) - 1
-    is_word = _WORD_BYTE[data]
-    # a token starts at a word byte whose predecessor is not a word byte, or at a text start
-    starts = is_word.copy()
-    starts[1:] &= ~is_word[:-1]
-    first = doc_off[:-1][doc_off[:-1] < len(data)]
-    starts[first] = is_word[first]
-    word_pos = np.flatnonzero(is_word)
-    tok_first = np.flatnonzero(starts[word_pos])  # index in word_pos where each token starts
-    n_tok = len(tok_first)
-    if n_tok == 0:
-        return np.zeros(0, np.uint64), np.zeros(n_docs + 1, np.int64)
-    tok_len = np.diff(np.append(tok_first, len(word_pos)))
-    # position of each byte inside its token: a cumsum of ones that resets at token starts
-    step = np.ones(len(word_pos), dtype=np.int32)
-    step[tok_first[1:]] = 1 - tok_len[:-1]
-    step[0] = 0
-    pos_in_tok = np.cumsum(step, dtype=np.int32)
-    pos_in_tok &= 63
-    vals = data[word_pos].astype(np.uint64)
-    vals += _M64(1)
-    vals *= _BYTE_KEYS[pos_in_tok]
-    h = np.add.reduceat(vals, tok_first)
-    h += tok_len.astype(np.uint64)  # the length keeps long tokens that share a prefix apart
+    n = len(data)
+    is_word = _word_bytes(data)
+    # edge[i]: a token may start at byte i / end before it (word-ness changes, or a text starts)
+    edge = np.empty(n + 1, dtype=bool)
+    edge[0] = edge[n] = True
+    np.not_equal(is_word[1:], is_word[:-1], out=edge[1:n])
+    edge[doc_off[1:-1]] = True
+    start = np.flatnonzero(edge[:-1] & is_word)
+    length = np.flatnonzero(edge[1:] & is_word) + 1 - start
+    padded = np.zeros(n + 8, dtype=np.uint8)
+    padded[:n] = data
+    words = np.ndarray((n,), dtype="<u8", buffer=padded, strides=(1,))  # words[i]: bytes i..i+7
+    h = words[start] & _LOW_BYTES[np.minimum(length, 8)]
+    long = np.flatnonzero(length > 8)
+    chunk = 1
+    while len(long):  # a loop over 8-byte chunks of the few long tokens, not over bytes
+        part = words[start[long] + 8 * chunk] & _LOW_BYTES[np.minimum(length[long] - 8 * chunk, 8)]
+        part *= _CHUNK_KEYS[chunk % len(_CHUNK_KEYS)]
+        h[long] = _fmix64(h[long] ^ part)
+        chunk += 1
+        long = long[length[long] > 8 * chunk]
+    h += length.astype(np.uint64) * _LENGTH_KEY
     h = _fmix64(h)
-    tok_doc = np.searchsorted(doc_off, word_pos[tok_first], side="right") - 1
-    tok_off = np.zeros(n_docs + 1, np.int64)
-    np.cumsum(np.bincount(tok_doc, minlength=n_docs), out=tok_off[1:])
-    return h, tok_off
+    return h, np.searchsorted(start, doc_off, side="left").astype(np.int64)
 
 
 def shingle_hashes(texts: Sequence[str | None] | pa.Array | pa.ChunkedArray, shingle_size: int = 5) -> Shingles:
@@ -174,26 +182,26 @@ def shingle_hashes64(texts: Sequence[str | None] | pa.Array | pa.ChunkedArray, s
     """Like `shingle_hashes`, with 64-bit hashes (for exact n-gram set membership)."""
     if not 1 <= shingle_size <= MAX_SHINGLE:
         raise ValueError(f"shingle_size must be in [1, {MAX_SHINGLE}], got {shingle_size}")
+    k = shingle_size
     th, tok_off = token_hashes(texts)
-    n_docs = len(tok_off) - 1
     n_tok = len(th)
     tok_count = np.diff(tok_off)
-    tok_doc = np.repeat(np.arange(n_docs), tok_count)
-    end = tok_off[1:][tok_doc]  # one past the last token of each token's document
-    idx = np.arange(n_tok)
-    padded = np.concatenate([th, np.zeros(shingle_size, np.uint64)])
-    acc = np.zeros(n_tok, np.uint64)
-    for j in range(shingle_size):  # a loop over shingle positions, not tokens
-        part = padded[j : j + n_tok] * _SHINGLE_KEYS[j]
-        part[idx + j >= end] = 0
-        acc += part
-    keep = idx + shingle_size <= end
-    keep |= (idx == tok_off[:-1][tok_doc]) & (tok_count[tok_doc] < shingle_size)
-    hashes = _fmix64(acc[keep])
-    counts = np.bincount(tok_doc[keep], minlength=n_docs)
-    offsets = np.zeros(n_docs + 1, np.int64)
+    # a text with c >= k tokens has shingles starting at its tokens 0..c-k; one with 0 < c < k has one
+    counts = np.where(tok_count >= k, tok_count - k + 1, np.minimum(tok_count, 1))
+    offsets = np.zeros(len(tok_off), np.int64)
     np.cumsum(counts, out=offsets[1:])
-    return Shingles(hashes, offsets)
+    first_tok = np.arange(offsets[-1], dtype=np.int64)  # each shingle's first token
+    first_tok += np.repeat(tok_off[:-1] - offsets[:-1], counts)
+    padded = np.zeros(n_tok + k, np.uint64)
+    padded[:n_tok] = th
+    acc = padded[first_tok] * _SHINGLE_KEYS[0]
+    for j in range(1, k):  # a loop over shingle positions, not tokens
+        acc += padded[first_tok + j] * _SHINGLE_KEYS[j]
+    short = np.flatnonzero((tok_count > 0) & (tok_count < k))
+    for j in range(1, k):  # take back out the tokens past the end of a short text
+        rows = offsets[short[tok_count[short] <= j]]
+        acc[rows] -= padded[first_tok[rows] + j] * _SHINGLE_KEYS[j]
+    return Shingles(_fmix64(acc), offsets)
 
 
 def signatures_from_shingles(shingles: Shingles, num_perm: int = 128, seed: int = 1) -> np.ndarray:

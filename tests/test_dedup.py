@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from curate.dedup import dedup_exact, dedup_images, dedup_near, hamming_pairs
+from curate.dedup import dedup_exact, dedup_images, dedup_near, hamming_pairs, lsh_index, lsh_params
 from curate.minhash import (
     minhash_signatures,
     permutations,
@@ -145,7 +145,9 @@ def test_near_is_order_independent_and_deterministic(gsm8k):
 def test_near_threshold_and_shingle_size_are_honoured():
     base = "Tom has 12 marbles and gives 5 of them to his sister, then buys 3 more at the store"
     df = _frame([base, base.replace("sister", "brother")])
-    assert dedup_near(df, threshold=0.5).dropped.height == 1
+    # true 5-shingle Jaccard 0.5: MinHash estimates it within ~0.045 (one standard error),
+    # so a threshold well under it merges the pair and one well over it does not
+    assert dedup_near(df, threshold=0.3).dropped.height == 1
     assert dedup_near(df, threshold=0.95).dropped.height == 0
     # with 1-shingles one changed word out of 18 barely moves the Jaccard similarity
     assert dedup_near(df, shingle_size=1, threshold=0.85).dropped.height == 1
@@ -155,6 +157,72 @@ def test_empty_texts_are_not_near_duplicates():
     df = _frame(["", "  ", "...", "A real problem about seven apples and two pears"])
     out = dedup_near(df)
     assert out.dropped.height == 0 and out.info["rows_without_tokens"] == 3
+
+
+def _signatures_with_shared_bands(n: int = 400, num_perm: int = 64, seed: int = 0) -> np.ndarray:
+    """Random signatures where many rows copy some bands of another row (multi-key buckets)."""
+    rng = np.random.default_rng(seed)
+    sig = rng.integers(0, 2**32, size=(n, num_perm), dtype=np.uint32)
+    for i in range(1, n, 2):
+        src = int(rng.integers(0, i))
+        cols = rng.random(num_perm) < 0.7
+        sig[i, cols] = sig[src, cols]
+    sig[:5] = sig[5]  # one bucket of six in every band
+    return sig
+
+
+def _reference_index(sig: np.ndarray, rows: np.ndarray, params: tuple[int, int], seed: int = 1):
+    from datasketch import LeanMinHash, MinHashLSH
+
+    lsh = MinHashLSH(threshold=0.8, num_perm=sig.shape[1], params=params)
+    with lsh.insertion_session() as session:
+        for i in rows.tolist():
+            session.insert(i, LeanMinHash(seed=seed, hashvalues=sig[i], scheme="affine32"))
+    return lsh
+
+
+def _same_index(a, b) -> bool:
+    return (all(dict(x._dict) == dict(y._dict) for x, y in zip(a.hashtables, b.hashtables, strict=True))
+            and dict(a.keys._dict) == dict(b.keys._dict))
+
+
+def test_lsh_index_is_the_index_datasketch_builds_and_answers_its_queries():
+    from datasketch import LeanMinHash
+
+    sig = _signatures_with_shared_bands()
+    rows = np.arange(3, len(sig))  # rows 0-2 stay out of the index
+    params = lsh_params(0.8, sig.shape[1])
+    lsh, buckets = lsh_index(sig, rows, threshold=0.8, params=params)
+    ref = _reference_index(sig, rows, params)
+    assert _same_index(lsh, ref) and lsh._minhash_scheme == ref._minhash_scheme == "affine32"
+    # the buckets returned are exactly the index's buckets with two or more keys
+    for band, table in zip(buckets, ref.hashtables, strict=True):
+        assert sorted(map(sorted, band)) == sorted(sorted(v) for v in table._dict.values() if len(v) > 1)
+    assert any(len(b) == 3 for band in buckets for b in band)  # rows 3-5
+    for i in range(len(sig)):
+        m = LeanMinHash(seed=1, hashvalues=sig[i], scheme="affine32")
+        assert sorted(lsh.query(m)) == sorted(ref.query(m))
+
+
+def test_lsh_index_falls_back_to_public_inserts_for_other_storage(monkeypatch):
+    import curate.dedup
+
+    monkeypatch.setattr(curate.dedup, "_plain_dict", lambda storage: None)
+    sig = _signatures_with_shared_bands(n=120)
+    rows = np.arange(len(sig))
+    params = lsh_params(0.8, sig.shape[1])
+    lsh, _ = lsh_index(sig, rows, threshold=0.8, params=params)
+    monkeypatch.undo()
+    assert _same_index(lsh, _reference_index(sig, rows, params))
+
+
+def test_near_clusters_a_bucket_larger_than_the_pair_limit():
+    text = "A farmer has 17 cows and 23 sheep and sells a third of all the animals at the market on Monday"
+    df = _frame([text] * 100 + ["Weng earns 12 an hour for babysitting and worked 50 minutes yesterday"])
+    df = df.with_columns(pl.Series("id", [f"r{i:03d}" for i in range(df.height)]))
+    out = dedup_near(df)
+    assert out.kept["id"].to_list() == ["r000", "r100"]
+    assert out.dropped.height == 99 and set(out.dropped["duplicate_of"]) == {"r000"}
 
 
 # ------------------------------------------------------------------ signatures
@@ -201,6 +269,22 @@ def test_tokens_never_span_documents_and_batches_agree():
     texts = [f"problem {i}: a farmer has {i} cows and {i + 3} sheep" for i in range(50)]
     whole = minhash_signatures(texts, num_perm=32)
     assert np.array_equal(whole, minhash_signatures(texts, num_perm=32, batch_size=7))
+
+
+def test_token_hashes_equal_exactly_when_tokens_are_equal():
+    rng = np.random.default_rng(3)
+    pieces = ["a", "b", "ab", "x" * 8, "x" * 9, "x" * 16, "x" * 17, "y" * 40, "y" * 41, "é", "東京",
+              "12", "_", "x" * 7 + "é", "Ab"]
+    texts = [" ".join(rng.choice(pieces, size=int(rng.integers(0, 12)))) + rng.choice(["", ".", " ?"])
+             for _ in range(300)]
+    texts += ["x" * 9 + "-" + "x" * 9, "abcdefgh.abcdefgi", "abcdefghijklmnopq abcdefghijklmnopr"]
+    h, off = token_hashes(texts)
+    toks = [t for text in texts for t in re.findall(r"[0-9a-z_\u0080-\U0010ffff]+", text.lower())]
+    assert len(toks) == len(h) and off[-1] == len(h)
+    by_token: dict[str, int] = {}
+    for t, v in zip(toks, h.tolist(), strict=True):
+        assert by_token.setdefault(t, v) == v  # the same token always hashes alike
+    assert len(set(by_token.values())) == len(by_token)  # distinct tokens never collide here
 
 
 def test_signatures_are_the_same_in_another_process():
