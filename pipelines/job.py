@@ -51,6 +51,9 @@ class SyntheticData(BaseModel):
     n_eval: int = Field(default=500, ge=1)
     # share of cold-start solutions that hold a near-miss wrong answer (a fallible teacher)
     solution_noise: float = Field(default=0.0, ge=0, lt=1)
+    # how the teacher is wrong: near misses on random rows, or one misconception per
+    # domain applied consistently (curate.synthetic.teacher_bug)
+    noise_style: Literal["random", "systematic"] = "random"
 
 
 class FileData(BaseModel):
@@ -217,7 +220,7 @@ def build_data(cfg: RunConfig, run_dir: Path, console) -> dict[str, Any]:
         return json.loads(done.read_text())
     train, held_out = make_splits(d.n_rl + d.n_sft, d.n_eval, d.domains, d.weights,
                                   seed=cfg.run.seed, max_level=d.max_level,
-                                  solution_noise=d.solution_noise)
+                                  solution_noise=d.solution_noise, noise_style=d.noise_style)
     # disjoint RL and cold-start pools, each keeping the domain mix (rows are grouped by domain)
     import numpy as np
 

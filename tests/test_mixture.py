@@ -161,3 +161,135 @@ def test_search_cli_rejects_unknown_pilot(tmp_path, capsys):
     spec.write_text('[search]\ndomains = ["a", "b"]\npilot = "nope"\n')
     assert cli_main(["mixture", "search", str(spec), "--out", str(tmp_path / "o")]) == 2
     assert "s.toml" in capsys.readouterr().err
+
+
+def test_target_score_and_seed_comparison():
+    from pipelines.mixture_search import compare_over_seeds, target_score, transfer_table
+
+    s = {"a": 0.2, "b": 0.4, "c": 0.9}
+    assert target_score(s, "mean") == pytest.approx(0.5)
+    assert target_score(s, "c") == 0.9
+    assert target_score(s, ["a", "b"]) == pytest.approx(0.3)
+    clear = compare_over_seeds([0.60, 0.62, 0.61], [0.50, 0.51, 0.49])
+    assert clear["beats_uniform_beyond_noise"] and clear["observed_gain"] == pytest.approx(0.11)
+    assert clear["welch_p"] < 0.01 and clear["paired"]["diffs"] == pytest.approx([0.1, 0.11, 0.12])
+    assert clear["best"]["std"] == pytest.approx(0.01)
+    noisy = compare_over_seeds([0.60, 0.40, 0.55], [0.50, 0.45, 0.52])
+    assert not noisy["beats_uniform_beyond_noise"]
+    # a loss: lower is better
+    assert compare_over_seeds([1.0, 1.1, 1.05], [2.0, 2.1, 2.05], maximize=False)[
+        "beats_uniform_beyond_noise"]
+    runs = [{"weights": {"a": 1.0, "b": 0.0}, "scores": {"a": 0.5, "b": 0.1}},
+            {"weights": {"a": 0.5, "b": 0.5}, "scores": {"a": 0.4, "b": 0.4}},
+            {"weights": {"a": 0.0, "b": 1.0}, "scores": {"a": 0.1, "b": 0.6}}]
+    t = transfer_table(runs, ["a", "b"], {"a": 0.2, "b": 0.2})
+    assert t == {"a": pytest.approx({"a": 0.3, "b": -0.1}), "b": pytest.approx({"a": -0.1, "b": 0.4})}
+
+
+def test_search_cli_simulated_pilot(tmp_path, capsys):
+    """`pilot = "simulated"`: the analytic stand-in, for demos; "c" hurts every domain."""
+    import json
+
+    spec = tmp_path / "sim.toml"
+    spec.write_text('[search]\ndomains = ["a", "b", "c"]\npilot = "simulated"\n'
+                    'interactions = [[1.0, 0.3, -0.5], [0.3, 1.0, -0.5], [0.0, 0.0, 0.2]]\n'
+                    'target = ["a", "b"]\nn_pilots = 10\nnoise = 0.005\n')
+    assert cli_main(["mixture", "search", str(spec), "--out", str(tmp_path / "o")]) == 0
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["pilot"] == "simulated" and summary["best_mixture"]["c"] < 0.05
+    assert summary["beats_uniform_beyond_noise"]
+    assert "beats uniform beyond the noise" in capsys.readouterr().out
+
+
+def test_search_spec_errors_name_the_key(tmp_path, capsys):
+    spec = tmp_path / "s.toml"
+    spec.write_text('[search]\ndomains = ["add", "mul"]\npilot = "grpo"\n'
+                    '[pilot.grpo]\nstep = 3\n')
+    assert cli_main(["mixture", "search", str(spec), "--out", str(tmp_path / "o")]) == 2
+    assert "pilot.grpo.step: unknown key" in capsys.readouterr().err
+    spec.write_text('[search]\ndomains = ["add", "nope"]\npilot = "grpo"\n')
+    assert cli_main(["mixture", "search", str(spec), "--out", str(tmp_path / "o")]) == 2
+    assert "unknown synthetic domain(s) ['nope']" in capsys.readouterr().err
+    # [pilot] keys override the pilot-sized defaults one by one
+    from pipelines.mixture_search import PILOT_DEFAULTS, GRPOPilotSpec
+
+    p = GRPOPilotSpec.model_validate({"grpo": {"steps": 7}})
+    assert p.grpo.steps == 7 and p.grpo.sampler == PILOT_DEFAULTS["grpo"]["sampler"] == "uniform"
+
+
+TINY_GRPO = """
+[search]
+domains = ["add", "cmp", "radd"]
+pilot = "grpo"
+target = ["add", "cmp"]
+n_pilots = 4
+confirm_seeds = 2
+models = ["linear"]
+[pilot]
+max_level = 1
+n_sft = 60
+n_eval = 12
+eval_k = 2
+[pilot.model]
+hidden_size = 16
+num_layers = 1
+num_heads = 2
+intermediate_size = 32
+[pilot.sft]
+max_steps = 3
+batch_size = 8
+[pilot.grpo]
+steps = 2
+prompts_per_step = 4
+group_size = 4
+max_new_tokens = 6
+"""
+
+
+def test_grpo_pilot_trains_for_real_end_to_end(tmp_path, capsys):
+    """The real pilot on a tiny budget: cold start once, GRPO per mixture, per-domain scores."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(TINY_GRPO)
+    out = tmp_path / "search"
+    assert cli_main(["mixture", "search", str(spec), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pilot"] == "grpo" and summary["target"] == ["add", "cmp"]
+    assert set(summary["best_mixture"]) == {"add", "cmp", "radd"}
+    assert len(summary["confirm"]["best"]) == len(summary["confirm"]["uniform"]) == 2
+    cmp = summary["comparison"]
+    assert {"best", "uniform", "gain_stderr", "welch_p", "paired"} <= set(cmp)
+    assert set(summary["reference_scores"]) == {"add", "cmp", "radd"}
+    assert set(summary["transfer"]) == {"add", "cmp", "radd"}  # the three domain-alone pilots
+    for run in [*sorted((out / "pilots").iterdir()), *sorted((out / "confirm").iterdir())]:
+        res = json.loads((run / "result.json").read_text())
+        assert set(res["scores"]) == {"add", "cmp", "radd"}
+        assert all(0.0 <= v <= 1.0 for v in res["scores"].values())
+        info = json.loads((run / "pilot.json").read_text())
+        assert info["grpo_steps"] == 2
+        # the RL pool follows the mixture: a zero-weight domain has no rows
+        assert all((info["rl_rows"][d] == 0) == (res["weights"][d] == 0) for d in res["weights"])
+        assert pq.read_table(run / "eval.parquet").num_rows == 12 * 2  # k=2 samples per problem
+        assert list((run / "rollouts").glob("*.parquet"))
+        assert not (run / "checkpoints").exists()
+    # one shared cold start: the held-out set is disjoint from every RL pool by construction
+    assert (out / "cold_start" / "sft" / "final" / "config.json").exists()
+    held = set(pq.read_table(out / "cold_start" / "held_out.parquet").column("id").to_pylist())
+    seen = set()
+    for part in out.glob("*/*/rollouts/*.parquet"):
+        seen |= set(pq.read_table(part).column("sample_id").to_pylist())
+    assert seen and held.isdisjoint(seen)
+    # resumable: a second invocation re-runs nothing (and does not retrain the cold start)
+    stamp = (out / "cold_start" / "sft" / "final" / "config.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert cli_main(["mixture", "search", str(spec), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert " ran" not in printed and "cached" in printed
+    assert (out / "cold_start" / "sft" / "final" / "config.json").stat().st_mtime_ns == stamp
+    # other pilot settings in the same OUT would silently mix results: refused
+    spec.write_text(TINY_GRPO.replace("steps = 2", "steps = 3"))
+    assert cli_main(["mixture", "search", str(spec), "--out", str(out)]) == 2
+    assert "other [pilot] settings" in capsys.readouterr().err

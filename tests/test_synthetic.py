@@ -73,3 +73,64 @@ def test_shuffle_keeps_rows_and_mixes_domains():
     mixed, _ = make_splits(200, 20, domains=("add", "cmp"), seed=0, shuffle=True)
     assert sorted(plain.column("id").to_pylist()) == sorted(mixed.column("id").to_pylist())
     assert set(mixed.slice(0, 40).column("domain").to_pylist()) == {"add", "cmp"}
+
+
+def test_random_noise_is_near_misses_on_a_share_of_rows():
+    t = generate("add", 2000, seed=2, max_level=2, solution_noise=0.3)
+    assert t.equals(generate("add", 2000, seed=2, max_level=2, solution_noise=0.3,
+                             noise_style="random"))
+    wrong = [r for r in t.to_pylist() if r["solution"] != "\\boxed{" + r["answer"] + "}"]
+    assert 0.26 < len(wrong) / t.num_rows < 0.34
+    for r in wrong:  # one digit nudged
+        got = r["solution"][len("\\boxed{"):-1]
+        assert len(got) == len(r["answer"])
+        assert sum(a != b for a, b in zip(got, r["answer"], strict=True)) == 1
+        assert json.loads(r["meta"])["noisy"]
+
+
+def test_teacher_bugs():
+    from curate.synthetic import teacher_bug
+
+    assert teacher_bug("add", "add:89+7=") == "86"        # forgets the carry
+    assert teacher_bug("add", "add:6+8=") == "4"
+    assert teacher_bug("add", "add:12+30=") == "42"       # no carry: right
+    assert teacher_bug("radd", "rad:89+7=") == "68"
+    assert teacher_bug("mul", "mul:47*8=") == "326"       # 7*8=56: writes 6, drops the 5
+    assert teacher_bug("mul", "mul:12*3=") == "36"
+    assert teacher_bug("cmp", "max:9,31=") == "9"         # string comparison
+    assert teacher_bug("cmp", "max:31,29=") == "31"
+    assert teacher_bug("count", "cnt:a:abca=") == "1"     # skips the first letter
+    assert teacher_bug("count", "cnt:b:abcb=") == "2"
+    assert teacher_bug("sort", "srt:3142=") == "1342"     # the last digit stays put
+    assert teacher_bug("sort", "srt:3124=") == "1234"
+
+
+@pytest.mark.parametrize("domain", ["add", "mul", "cmp", "count", "sort"])
+def test_systematic_noise_makes_the_teachers_mistake_the_mode(domain):
+    from curate.synthetic import teacher_bug
+
+    t = generate(domain, 3000, seed=4, max_level=2, solution_noise=0.35, noise_style="systematic")
+    rows = t.to_pylist()
+    right = ["\\boxed{" + r["answer"] + "}" for r in rows]
+    wrong = [r["solution"] != ok for r, ok in zip(rows, right, strict=True)]
+    # the teacher is as often wrong as the random one ...
+    assert 0.31 < sum(wrong) / len(rows) < 0.39
+    assert wrong == [json.loads(r["meta"])["noisy"] for r in rows]
+    # ... but on the problems its misconception touches it is wrong most of the time,
+    # and always in the same way
+    touched = [r for r in rows if teacher_bug(domain, r["prompt"]) != r["answer"]]
+    assert len(touched) > 0.15 * len(rows)
+    bugged = [r["solution"] == "\\boxed{" + teacher_bug(domain, r["prompt"]) + "}" for r in touched]
+    assert sum(bugged) / len(touched) > 0.6
+    # the answers the verifier checks are never noisy
+    assert all(r["solution"] == ok for r, ok in zip(rows, right, strict=True)
+               if not json.loads(r["meta"])["noisy"])
+
+
+def test_noise_style_is_checked_and_splits_pass_it_to_train_only():
+    with pytest.raises(ValueError, match="noise_style"):
+        generate("add", 3, solution_noise=0.3, noise_style="sloppy")
+    train, held = make_splits(400, 50, seed=0, max_level=2, solution_noise=0.35,
+                              noise_style="systematic")
+    assert not any(json.loads(m)["noisy"] for m in held.column("meta").to_pylist())
+    assert any(json.loads(m)["noisy"] for m in train.column("meta").to_pylist())
