@@ -13,7 +13,7 @@ Mixture sets: ``alone`` (each domain alone: the transfer matrix), ``uniform``
 beside radd versus beside cmp or count, and sort beside dsort versus beside cmp
 or count, so the victim's share is the same and only its neighbour changes).
 Results are cached per run (an interrupted bench resumes); the table is written to
-OUT/interactions.json. Never a test: it trains ~(mixtures x seeds) pilots on CPU.
+OUT/interactions.json and bench/results/mixture_interactions.json. Never a test: it trains ~(mixtures x seeds) pilots on CPU.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ def main() -> int:
     ap.add_argument("--spec", default="examples/mixture_search.toml")
     ap.add_argument("--out", default="runs/mixture_interactions")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--results", default="bench/results/mixture_interactions.json")
     ap.add_argument("--mixtures", default="alone,uniform,pairs")
     args = ap.parse_args()
     spec = load_search_spec(args.spec)
@@ -75,9 +76,12 @@ def main() -> int:
                                      for d, v in delta.items()}}
         print(f"{name:16s} " + " ".join(f"{d}={delta[d].mean():+.3f}±{table[name]['delta_std'][d]:.3f}"
                                         for d in ref), flush=True)
-    write_json_atomic({"cold_start": ref, "seeds": args.seeds, "mixtures": table,
-                       "seconds": time.perf_counter() - t0}, Path(args.out) / "interactions.json")
-    print(f"wrote {Path(args.out) / 'interactions.json'} in {time.perf_counter() - t0:.0f}s")
+    result = {"cold_start": ref, "seeds": args.seeds, "mixtures": table,
+              "seconds": time.perf_counter() - t0}
+    write_json_atomic(result, Path(args.out) / "interactions.json")
+    write_json_atomic(result, Path(args.results))
+    print(f"wrote {args.results} and {Path(args.out) / 'interactions.json'} "
+          f"in {time.perf_counter() - t0:.0f}s")
     return 0
 
 
