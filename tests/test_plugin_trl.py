@@ -110,3 +110,41 @@ def test_unknown_store_id_is_a_clear_error():
     stats = SampleStats.from_samples(pa.table({"id": ["a", "zz"]}))
     with pytest.raises(ValueError, match="zz"):
         ThresherRepeatSampler(UniformSampler(stats), ["a", "b"], mini_repeat_count=2, batch_size=1)
+
+
+def _trainer(tmp_path, run_name, max_steps, save_steps=None):
+    tok = char_tokenizer()
+    model = build_tiny_model(tok, TinyModelSpec(hidden_size=32, num_layers=2, num_heads=2,
+                                                intermediate_size=64, max_positions=64))
+    train = datasets.Dataset.from_dict({"prompt": [f"{i}: 1+1=" for i in IDS], "sample_id": IDS})
+    stats = SampleStats.from_samples(pa.table({"id": IDS}))
+    sampler = ThompsonSampler(stats, group_size=G, seed=0)
+    args = trl.GRPOConfig(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=B * G, num_generations=G,
+        max_completion_length=4, max_steps=max_steps, learning_rate=1e-4, logging_steps=100,
+        save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500,
+        report_to=[], use_cpu=True, seed=0, bf16=False, dataloader_num_workers=0,
+    )
+    return make_trainer_class()(model=model, reward_funcs=_reward, args=args, train_dataset=train,
+                                processing_class=tok, sampler=sampler, run_dir=tmp_path / run_name,
+                                run_id="t")
+
+
+def test_checkpoints_carry_the_store_and_resume_continues_it(tmp_path):
+    first = _trainer(tmp_path, "run", max_steps=4, save_steps=2)
+    first.train()
+    ckpt = tmp_path / "out" / "checkpoint-2"
+    saved = SampleStats.load(ckpt / "thresher_stats.parquet")
+    assert sum(saved.to_arrow().column("n_seen").to_pylist()) == 2 * B * G  # rewards of steps 1-2
+    assert SampleStats.load_sampler_state(ckpt / "thresher_stats.parquet") is not None
+    assert (ckpt / "thresher_state.json").exists()
+
+    # a fresh process resumes from step 2: store and sampler come back, steps 3-4 are trained
+    resumed = _trainer(tmp_path, "resumed", max_steps=4)
+    resumed.train(resume_from_checkpoint=str(ckpt))
+    assert resumed.thresher_updates == 2
+    assert sum(resumed.thresher_stats.to_arrow().column("n_seen").to_pylist()) == 4 * B * G
+    log = pq.read_table(sorted((tmp_path / "resumed" / "rollouts").glob("part-*.parquet")))
+    assert sorted(set(log.column("step").to_pylist())) == [3, 4]
+    # the restored store, not a fresh one, was updated: steps 1-2 are still counted
+    assert resumed.thresher_stats.step == 4

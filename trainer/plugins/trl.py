@@ -23,19 +23,35 @@ step they were drawn for, and each reward update pops the oldest pending
 selection, checks that its sample ids are the ones that were generated, and
 labels the update with that step.  The draw for step t+1 sees the rewards up
 to step t-1 (for Thompson sampling, a posterior one step stale).
+
+Checkpoints: every TRL checkpoint folder also gets `thresher_stats.parquet`
+(the store with the sampler's state, written atomically) and
+`thresher_state.json` (the first step whose rewards are not in the store).
+`train(resume_from_checkpoint=...)` restores both before training resumes and
+turns off the trainer's replay of already-seen batches (`ignore_data_skip`):
+an adaptive sampler cannot be fast-forwarded by re-drawing batches, so it
+continues from its saved state instead.  The batch prefetched before the
+checkpoint is drawn again, so a resumed run is a faithful continuation but
+not bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import math
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from curate.io import write_json_atomic
 from trainer.plugins._common import dataset_positions
 from trainer.rollout_log import RolloutWriter
+
+STATS_FILE = "thresher_stats.parquet"
+STATE_FILE = "thresher_state.json"
 
 
 class ThresherRepeatSampler:
@@ -112,6 +128,7 @@ class _ThresherMixin:
         self.thresher_domain_column = domain_column
         self.rollout_writer = RolloutWriter(run_dir, run_id) if run_dir is not None else None
         self._thresher_repeat: ThresherRepeatSampler | None = None
+        self._thresher_start_step = 1
         self.thresher_updates = 0
 
     def _get_train_sampler(self, dataset: Any = None) -> ThresherRepeatSampler:
@@ -126,8 +143,48 @@ class _ThresherMixin:
                 mini_repeat_count=self.num_generations,
                 batch_size=self.args.generation_batch_size // self.num_generations,
                 repeat_count=self.num_iterations * self.args.steps_per_generation,
+                start_step=self._thresher_start_step,
             )
         return self._thresher_repeat
+
+    def _save_checkpoint(self, model: Any, trial: Any, *args: Any, **kwargs: Any) -> None:
+        super()._save_checkpoint(model, trial, *args, **kwargs)
+        if not self.args.should_save:
+            return
+        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        pending = self._thresher_repeat.pending if self._thresher_repeat is not None else ()
+        # the oldest draw not yet rewarded is where a resumed run picks up again
+        next_step = pending[0]["step"] if pending else int(self.state.global_step) + 1
+        self.thresher_stats.save(folder / STATS_FILE, sampler=self.thresher_sampler)
+        write_json_atomic({"next_step": int(next_step), "updates": self.thresher_updates},
+                          folder / STATE_FILE)
+
+    def train(self, resume_from_checkpoint: Any = None, *args: Any, **kwargs: Any) -> Any:
+        folder = resume_from_checkpoint
+        if folder is True:
+            from transformers.trainer_utils import get_last_checkpoint
+
+            folder = get_last_checkpoint(self.args.output_dir)
+        if folder and (Path(folder) / STATS_FILE).exists():
+            self._thresher_restore(Path(folder))
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _thresher_restore(self, folder: Path) -> None:
+        from sampling import SampleStats
+
+        saved = SampleStats.load(folder / STATS_FILE)
+        if sorted(saved.ids.tolist()) != sorted(self.thresher_stats.ids.tolist()):
+            raise ValueError(f"{folder / STATS_FILE}: its sample ids differ from the sampler's store")
+        # in place: the sampler holds a reference to this store object
+        self.thresher_stats.__dict__.update(saved.__dict__)
+        state = SampleStats.load_sampler_state(folder / STATS_FILE)
+        if state is not None:
+            self.thresher_sampler.load_state_dict(state)
+        meta = json.loads((folder / STATE_FILE).read_text())
+        self._thresher_start_step = int(meta["next_step"])
+        self._thresher_repeat = None
+        # replaying the skipped batches would make the sampler draw them again
+        self.args.ignore_data_skip = True
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
