@@ -71,3 +71,15 @@ def test_svg_helpers():
     assert ">no data<" in line_chart([], title="E", xlabel="x", ylabel="y")
     bars = bar_chart([0, 0.5, 1], [("s", [1, 3]), ("t", [2, 0])], title="B", xlabel="x", ylabel="y")
     assert bars.count('fill-opacity="0.85"') == 4
+
+
+def test_stats_sparkline_bins_the_whole_curve():
+    from pipelines.commands.stats import _spark
+
+    rising = [i / 599 for i in range(600)]
+    line = _spark(rising, width=24)
+    assert len(line) == 24
+    assert line[0] == "▁" and line[-1] == "█"  # the start of the run stays in view
+    assert list(line) == sorted(line)          # a rising curve never dips
+    assert _spark([1.0, float("nan"), None, 0.0], width=24) == "█▁"
+    assert _spark([]) == ""

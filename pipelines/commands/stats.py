@@ -10,6 +10,8 @@ import math
 import sys
 import warnings
 
+import numpy as np
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="a run folder (or a glob of run folders)")
@@ -21,14 +23,22 @@ def _f(v, pct: bool = False) -> str:
     return f"{100 * v:.1f}%" if pct else f"{v:.3g}"
 
 
-def _spark(values: list[float]) -> str:
-    """A one-line sparkline of a curve (last 40 points)."""
-    vals = [v for v in values if v is not None and not math.isnan(v)][-40:]
-    if not vals:
+def _spark(values: list[float], width: int = 24) -> str:
+    """A one-line sparkline of the whole curve: `width` equal bins of steps, each its mean.
+
+    Binning (not the last N points) keeps the start of a run in view, and the
+    mean smooths the step-to-step noise of a small batch.
+
+    >>> _spark([0.0, 1.0, 2.0, 3.0], width=4)
+    '▁▃▆█'
+    """
+    vals = np.array([v for v in values if v is not None and not math.isnan(v)], dtype=np.float64)
+    if vals.size == 0:
         return ""
-    lo, hi = min(vals), max(vals)
+    bins = [b.mean() for b in np.array_split(vals, min(width, vals.size))]
+    lo, hi = min(bins), max(bins)
     ticks = "▁▂▃▄▅▆▇█"
-    return "".join(ticks[int((v - lo) / ((hi - lo) or 1) * 7)] for v in vals)
+    return "".join(ticks[int(round((v - lo) / ((hi - lo) or 1) * 7))] for v in bins)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,8 +64,9 @@ def run(args: argparse.Namespace) -> int:
     con.print(f"[bold]{', '.join(figs['runs'])}[/bold]: {h['rows']:,} responses, {h['prompts']:,} prompts, "
               f"{h['steps']} steps, {h['runs']} run(s)")
     t = Table(title="first vs last tenth of the steps")
-    for c in ("", f"steps {h['first_steps']}", f"steps {h['last_steps']}", "curve"):
+    for c in ("", f"steps {h['first_steps']}", f"steps {h['last_steps']}"):
         t.add_column(c)
+    t.add_column("curve (all steps)", no_wrap=True, min_width=24)
     curve, info = figs["curve"].sort("step"), figs["informative"].sort("step")
     t.add_row("mean reward", _f(h["reward_first"]), _f(h["reward_last"]), _spark(curve["reward_mean"].to_list()))
     t.add_row("accuracy", _f(h["accuracy_first"], True), _f(h["accuracy_last"], True),
