@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -22,8 +23,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from curate.io import write_json_atomic  # noqa: E402
 from pipelines.query import connect  # noqa: E402
 from pipelines.report import render_html, run_figures  # noqa: E402
+
+
+def _rel(path: Path) -> str:
+    """`path` relative to the project when inside it, so the JSON does not name this machine."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def find_run() -> Path | None:
@@ -55,22 +62,25 @@ def main() -> int:
     render_s = time.perf_counter() - t0
     page = Path(tempfile.mkdtemp()) / "report.html"
     page.write_text(html, encoding="utf-8")
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
+    shot = out.with_name(f".{out.name}.tmp.png")  # chromium writes here; renamed when complete
     profile = tempfile.mkdtemp()
     cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
            "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-           f"--screenshot={out}", f"--window-size={args.width},{args.height}", page.as_uri()]
+           f"--screenshot={shot}", f"--window-size={args.width},{args.height}", page.as_uri()]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     shot_s = time.perf_counter() - t0
-    if proc.returncode != 0 or not out.exists():
+    if proc.returncode != 0 or not shot.exists():
+        shot.unlink(missing_ok=True)
         print(proc.stderr[-2000:], file=sys.stderr)
         return 1
-    result = {"run": str(run), "source": source, "html_bytes": len(html.encode()), "svg_plots": html.count("<svg"),
+    os.replace(shot, out)
+    result = {"run": _rel(Path(run).resolve()), "source": source, "html_bytes": len(html.encode()), "svg_plots": html.count("<svg"),
               "empty_plots": html.count(">no data<"), "external_refs": html.count("src=\"http") + html.count("href=\"http"),
-              "render_s": round(render_s, 3), "screenshot_s": round(shot_s, 2), "screenshot": str(out)}
-    (ROOT / "bench" / "results" / "report_screenshot.json").write_text(json.dumps(result, indent=2) + "\n")
+              "render_s": round(render_s, 3), "screenshot_s": round(shot_s, 2), "screenshot": _rel(out)}
+    write_json_atomic(result, ROOT / "bench" / "results" / "report_screenshot.json")
     print(json.dumps(result, indent=2))
     return 0
 
