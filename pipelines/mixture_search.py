@@ -75,11 +75,14 @@ def _run_once(pilot: PilotFn, weights: dict[str, float], seed: int, run_dir: Pat
 
 def target_score(scores: dict[str, float], target: Target) -> float:
     """The search score of one run: mean over all domains, one domain, or a list's mean."""
+    return float(np.mean([scores[d] for d in _target_domains(target) or scores]))
+
+
+def _target_domains(target: Target) -> list[str]:
+    """The domains a target names ("mean" names none: it averages whatever is scored)."""
     if target == "mean":
-        return float(np.mean(list(scores.values())))
-    if isinstance(target, str):
-        return float(scores[target])
-    return float(np.mean([scores[t] for t in target]))
+        return []
+    return [target] if isinstance(target, str) else list(target)
 
 
 def _stats(values: Sequence[float]) -> dict[str, float]:
@@ -503,7 +506,7 @@ def load_search_spec(spec_path: str) -> SearchSpec:
         raise UserError("invalid mixture search spec\n"
                         + format_validation_error(exc, "", spec_path)) from None
     s = spec.search
-    targets = [] if s.target == "mean" else [s.target] if isinstance(s.target, str) else s.target
+    targets = _target_domains(s.target)
     if s.pilot == "simulated" and any(t not in s.domains for t in targets):
         raise UserError(f"{spec_path}: search.target {s.target!r} names a domain not in "
                         f"search.domains {s.domains}")
@@ -531,7 +534,7 @@ def run_search_cli(spec_path: str, out: str | None) -> int:
             raise UserError(f"{spec_path}: search.interactions must be {d}x{d}")
         pilot: PilotFn = simulated_pilot(A, s.noise)
     else:
-        targets = [] if s.target == "mean" else [s.target] if isinstance(s.target, str) else s.target
+        targets = _target_domains(s.target)
         eval_domains = list(dict.fromkeys([*s.domains, *targets]))
         try:
             grpo = GRPOPilot(spec.pilot or GRPOPilotSpec(), s.domains, out_dir, s.seed,

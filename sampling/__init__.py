@@ -8,6 +8,7 @@
     stats.save(run_dir)                              # RUN/stats/stats-<step:08d>.parquet
     state = sampler.state_dict()                     # checkpoint the sampler beside it
     stats = SampleStats.load(path); sampler.stats = stats; sampler.load_state_dict(state)
+    stats.restore(path)                              # or in place, for a store others hold
 
 Imports numpy and pyarrow only (torch only inside `TorchBatchSampler`).
 

@@ -634,6 +634,23 @@ class SampleStats:
         stats._seen_rows = None
         return stats
 
+    def restore(self, path: str | os.PathLike) -> SampleStats:
+        """Replace this store's contents with the snapshot at `path`, in place.
+
+        For a store that samplers and callers already hold (a trainer resuming
+        from a checkpoint): they all see the restored statistics, where
+        `load` would hand back a new object only the caller knows. The snapshot
+        must hold the same sample ids (in any order), since samplers may keep
+        id-derived state; otherwise ValueError and the store is unchanged.
+        Returns self.
+        """
+        saved = type(self).load(path)
+        if sorted(saved._ids.tolist()) != sorted(self._ids.tolist()):
+            raise ValueError(f"{path}: the snapshot holds other sample ids than this store "
+                             f"({len(saved._ids)} vs {len(self._ids)})")
+        self.__dict__.update(saved.__dict__)
+        return self
+
     @staticmethod
     def load_sampler_state(path: str | os.PathLike) -> dict[str, Any] | None:
         """The sampler state saved with `save(path, sampler=...)`, or None."""

@@ -27,23 +27,30 @@ def _reward(completions, sample_id, **kwargs):
     return [1.0 if sid == "easy" else float(i % 2) for i, sid in enumerate(sample_id)]
 
 
-def test_thompson_sampler_drives_grpo(tmp_path):
+def _trainer(tmp_path, run_name, max_steps, save_steps=None, difficulty=None):
+    """A ThresherGRPOTrainer (Thompson) on a tiny model; rollouts go to tmp_path/run_name."""
     tok = char_tokenizer()
     model = build_tiny_model(tok, TinyModelSpec(hidden_size=32, num_layers=2, num_heads=2,
                                                 intermediate_size=64, max_positions=64))
     train = datasets.Dataset.from_dict({"prompt": [f"{i}: 1+1=" for i in IDS], "sample_id": IDS})
-    # "easy" starts as the most uncertain-looking prompt, so Thompson picks it early.
-    stats = SampleStats.from_samples(pa.table({"id": IDS, "difficulty": [0.5] + [None] * 5}))
+    cols = {"id": IDS, **({"difficulty": difficulty} if difficulty else {})}
+    stats = SampleStats.from_samples(pa.table(cols))
     sampler = ThompsonSampler(stats, group_size=G, seed=0)
     args = trl.GRPOConfig(
         output_dir=str(tmp_path / "out"), per_device_train_batch_size=B * G, num_generations=G,
-        max_completion_length=4, max_steps=12, learning_rate=1e-4, logging_steps=100,
-        save_strategy="no", report_to=[], use_cpu=True, seed=0, bf16=False,
-        dataloader_num_workers=0,
+        max_completion_length=4, max_steps=max_steps, learning_rate=1e-4, logging_steps=100,
+        save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500,
+        report_to=[], use_cpu=True, seed=0, bf16=False, dataloader_num_workers=0,
     )
-    cls = make_trainer_class()
-    trainer = cls(model=model, reward_funcs=_reward, args=args, train_dataset=train,
-                  processing_class=tok, sampler=sampler, run_dir=tmp_path / "run", run_id="t")
+    return make_trainer_class()(model=model, reward_funcs=_reward, args=args, train_dataset=train,
+                                processing_class=tok, sampler=sampler, run_dir=tmp_path / run_name,
+                                run_id="t")
+
+
+def test_thompson_sampler_drives_grpo(tmp_path):
+    # "easy" starts as the most uncertain-looking prompt, so Thompson picks it early.
+    trainer = _trainer(tmp_path, "run", max_steps=12, difficulty=[0.5] + [None] * 5)
+    stats = trainer.thresher_stats
     trainer.train()
 
     # One store update per generation batch, one entry per completion.
@@ -110,24 +117,6 @@ def test_unknown_store_id_is_a_clear_error():
     stats = SampleStats.from_samples(pa.table({"id": ["a", "zz"]}))
     with pytest.raises(ValueError, match="zz"):
         ThresherRepeatSampler(UniformSampler(stats), ["a", "b"], mini_repeat_count=2, batch_size=1)
-
-
-def _trainer(tmp_path, run_name, max_steps, save_steps=None):
-    tok = char_tokenizer()
-    model = build_tiny_model(tok, TinyModelSpec(hidden_size=32, num_layers=2, num_heads=2,
-                                                intermediate_size=64, max_positions=64))
-    train = datasets.Dataset.from_dict({"prompt": [f"{i}: 1+1=" for i in IDS], "sample_id": IDS})
-    stats = SampleStats.from_samples(pa.table({"id": IDS}))
-    sampler = ThompsonSampler(stats, group_size=G, seed=0)
-    args = trl.GRPOConfig(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=B * G, num_generations=G,
-        max_completion_length=4, max_steps=max_steps, learning_rate=1e-4, logging_steps=100,
-        save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500,
-        report_to=[], use_cpu=True, seed=0, bf16=False, dataloader_num_workers=0,
-    )
-    return make_trainer_class()(model=model, reward_funcs=_reward, args=args, train_dataset=train,
-                                processing_class=tok, sampler=sampler, run_dir=tmp_path / run_name,
-                                run_id="t")
 
 
 def test_checkpoints_carry_the_store_and_resume_continues_it(tmp_path):

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sampling import STATS_COLUMNS, SampleStats
+from sampling import STATS_COLUMNS, SampleStats, make_sampler
 
 NO_DECAY = {"fast_half_life": None, "slow_half_life": None}
 
@@ -237,6 +237,21 @@ def test_save_load_round_trip_is_exact(tmp_path):
         s.update(["s005"] * 3, [1, 0, 1], step=9)
     assert back.to_arrow(raw=True).equals(stats.to_arrow(raw=True))
     assert [p.name for p in tmp_path.iterdir()] == ["snap.parquet"]  # no temp file left
+
+
+def test_restore_replaces_the_contents_in_place(tmp_path):
+    stats = SampleStats.from_samples(_table())
+    stats.update(["s000"] * 4, [1, 1, 0, 1], step=2)
+    path = stats.save(tmp_path / "snap.parquet")
+    live = SampleStats.from_samples(_table())  # e.g. the store a sampler was built on
+    sampler = make_sampler("thompson", live, group_size=4, seed=0)
+    assert live.restore(path) is live and sampler.stats is live
+    assert live.to_arrow(raw=True).equals(stats.to_arrow(raw=True)) and live.step == 2
+    # a snapshot of other ids is refused and leaves the store as it was
+    other = SampleStats.from_samples(pa.table({"id": ["x", "y"]}))
+    with pytest.raises(ValueError, match="other sample ids"):
+        other.restore(path)
+    assert other.ids.tolist() == ["x", "y"] and other.step == 0
 
 
 def test_save_into_a_run_dir_uses_the_layout(tmp_path):

@@ -172,11 +172,7 @@ class _ThresherMixin:
     def _thresher_restore(self, folder: Path) -> None:
         from sampling import SampleStats
 
-        saved = SampleStats.load(folder / STATS_FILE)
-        if sorted(saved.ids.tolist()) != sorted(self.thresher_stats.ids.tolist()):
-            raise ValueError(f"{folder / STATS_FILE}: its sample ids differ from the sampler's store")
-        # in place: the sampler holds a reference to this store object
-        self.thresher_stats.__dict__.update(saved.__dict__)
+        self.thresher_stats.restore(folder / STATS_FILE)  # in place: the sampler holds this store
         state = SampleStats.load_sampler_state(folder / STATS_FILE)
         if state is not None:
             self.thresher_sampler.load_state_dict(state)
