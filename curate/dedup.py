@@ -27,14 +27,14 @@ import polars as pl
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from curate.minhash import EMPTY, minhash_signatures
+from curate.minhash import EMPTY, minhash_signatures, odd_keys
 from curate.stage import DROP_REASON, StageOutput
 
 _ROW = "__dedup_row"
 _KEY = "__dedup_key"
 _MAX_BUCKET_PAIRS = 64  # buckets larger than this are linked as a star, not all pairs
 # odd multipliers of the band hash that finds the rows sharing an LSH bucket
-_BAND_KEYS = np.random.RandomState(0xB4D).randint(0, 1 << 62, size=64, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+_BAND_KEYS = odd_keys(0xB4D, 64)
 
 
 def normalize_text(col: str | pl.Expr) -> pl.Expr:

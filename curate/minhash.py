@@ -41,9 +41,17 @@ _M64 = np.uint64
 _FMIX64 = (_M64(33), _M64(0xFF51AFD7ED558CCD), _M64(33), _M64(0xC4CEB9FE1A85EC53), _M64(33))
 _FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16))
 
-# Fixed keys of the token and shingle hashes (from a legacy RandomState, whose
-# stream numpy guarantees across versions); odd so every key is invertible.
-_KEYS = np.random.RandomState(0x7E5E).randint(0, 1 << 62, size=96, dtype=np.uint64) * _M64(2) + _M64(1)
+def odd_keys(seed: int, n: int) -> np.ndarray:
+    """`n` fixed odd (so invertible) uint64 multipliers from `seed`.
+
+    From a legacy RandomState, whose stream numpy guarantees across versions,
+    so hashes keyed by them are the same on every machine.
+    """
+    return np.random.RandomState(seed).randint(0, 1 << 62, size=n, dtype=np.uint64) * _M64(2) + _M64(1)
+
+
+# fixed keys of the token and shingle hashes
+_KEYS = odd_keys(0x7E5E, 96)
 _CHUNK_KEYS = _KEYS[:63]  # 8-byte chunk number (mod 63) within a long token -> key
 _LENGTH_KEY = _KEYS[63]  # multiplies a token's byte length
 _SHINGLE_KEYS = _KEYS[64:]  # token position within a shingle -> key
