@@ -22,6 +22,11 @@ same coverage rule (neither is a sampler):
   bound    knows each prompt's informative share in each window (not at which
            epochs) and allocates the window's picks optimally: every covered
            prompt once, the rest of the budget on the highest shares.
+One more row pays outside the budget for what the first window lacks: a
+difficulty prior from an 8-rollout pre-pass over every prompt (1,209 groups, 4
+epochs' worth of the 25% budget, simulated as a fresh Binomial(8, epoch-0 rate)
+draw; mean over 3 pre-pass draws), fed to the store as `difficulty` the way a
+curate pass-rate column would be.
 
 Closed loop: learning depends on informative groups.  Each prompt starts at its
 epoch-0 recorded pass rate; a picked prompt's group is drawn Binomial(8, p); an
@@ -55,6 +60,8 @@ DECAY16 = {"fast_half_life": 16.0}
 DECAY8 = {"fast_half_life": 8.0}
 GREEDY_COV = {"temperature": 0.0, "coverage": 0.8, "coverage_window": WINDOW}
 BEST = {**GREEDY_COV, "predictive": True}
+PREPASS_STORE = {"fast_half_life": 4.0, "slow_half_life": 32.0, "prior_strength": 1.0}
+PREPASS_SEEDS = (7, 8, 9)
 SAMPLERS = [
     ("uniform", "uniform", {}, {}),
     ("filter (DAPO), same budget", "filter", {"oversample": 1.0}, {}),
@@ -82,8 +89,13 @@ def load_trajectories(path: Path = DATA) -> np.ndarray:
     return acc
 
 
-def _store(n: int, store_kw: dict) -> SampleStats:
-    return SampleStats([str(i) for i in range(n)], **store_kw)
+def _store(n: int, store_kw: dict, prior: np.ndarray | None = None) -> SampleStats:
+    return SampleStats([str(i) for i in range(n)], difficulty=prior, **store_kw)
+
+
+def prepass_prior(p0: np.ndarray, seed: int) -> np.ndarray:
+    """A pass rate per prompt from one extra group of G rollouts at the starting policy."""
+    return np.random.default_rng(seed).binomial(G, p0) / G
 
 
 def _metrics(picked: np.ndarray, informative: np.ndarray, n: int) -> dict:
@@ -99,12 +111,13 @@ def _metrics(picked: np.ndarray, informative: np.ndarray, n: int) -> dict:
 
 
 def open_loop(acc: np.ndarray, name: str, kw: dict, store_kw: dict, seed: int = 0,
-              observe_all: bool = False) -> dict:
+              observe_all: bool = False, prior: np.ndarray | None = None) -> dict:
     """The replay.  observe_all=True (the ceiling row, not a real setting): the store
-    is fed every prompt's recorded outcome at every epoch, not only the picked ones."""
+    is fed every prompt's recorded outcome at every epoch, not only the picked ones.
+    prior: a per-prompt difficulty (pass rate) for the store, e.g. prepass_prior."""
     n = len(acc)
     b = int(round(BUDGET * n))
-    stats = _store(n, store_kw)
+    stats = _store(n, store_kw, prior)
     sampler = make_sampler(name, stats, group_size=G, seed=seed, **kw)
     picked, inf = [], []
     for e in range(EPOCHS):
@@ -163,13 +176,15 @@ def window_rate_bound(acc: np.ndarray, coverage: float = 0.8) -> dict:
             "informative_windows": [round(x, 4) for x in vals]}
 
 
-def closed_loop(acc: np.ndarray, name: str | None, kw: dict, store_kw: dict, seed: int) -> float:
+def closed_loop(acc: np.ndarray, name: str | None, kw: dict, store_kw: dict, seed: int,
+                prepass: bool = False) -> float:
     """Final mean pass rate when only informative groups teach (see module doc)."""
     n = len(acc)
     b = int(round(BUDGET * n))
     rng = np.random.default_rng([seed, 12345])
     logit = np.log(np.clip(acc[:, 0], 0.01, 0.99) / (1 - np.clip(acc[:, 0], 0.01, 0.99)))
-    stats = _store(n, store_kw)
+    prior = prepass_prior(1 / (1 + np.exp(-logit)), PREPASS_SEEDS[seed]) if prepass else None
+    stats = _store(n, store_kw, prior)
     sampler = None if name is None else make_sampler(name, stats, group_size=G, seed=seed, **kw)
     last = np.full(n, -1)
     for e in range(EPOCHS):
@@ -212,12 +227,27 @@ def main() -> int:
     bound = window_rate_bound(acc)
     bound.update(label="bound: knows each prompt's informative share per window",
                  sampler="bound", kwargs={}, store={}, final_pass_rate=float("nan"))
-    results += [ceiling, bound]
+    pre = [open_loop(acc, "thompson", best_kw, PREPASS_STORE, prior=prepass_prior(acc[:, 0], s))
+           for s in PREPASS_SEEDS]
+    prepass = {key: float(np.mean([r[key] for r in pre]))
+               for key in ("informative", "coverage_mean")}
+    prepass.update(
+        coverage_min=float(min(r["coverage_min"] for r in pre)),
+        coverage_windows=pre[0]["coverage_windows"],
+        informative_windows=[round(float(x), 4) for x in
+                             np.mean([r["informative_windows"] for r in pre], axis=0)],
+        informative_per_prepass=[round(r["informative"], 4) for r in pre],
+        label="best + pre-pass difficulty prior (outside the budget)",
+        sampler="thompson+prepass", kwargs=best_kw, store=PREPASS_STORE,
+        final_pass_rate=float(np.mean([closed_loop(acc, "thompson", best_kw, PREPASS_STORE, s,
+                                                   prepass=True) for s in range(3)])))
+    results += [prepass, ceiling, bound]
     uni = next(r for r in results if r["label"] == "uniform")
     for r in results:
         r["informative_vs_uniform"] = r["informative"] / uni["informative"]
     ok = [r for r in results
-          if r["sampler"] not in ("oracle", "ceiling", "bound") and r["coverage_min"] >= 0.80]
+          if r["sampler"] not in ("oracle", "ceiling", "bound", "thompson+prepass")
+          and r["coverage_min"] >= 0.80]
     best = max(ok, key=lambda r: r["informative"]) if ok else None
     out = {
         "data": str(DATA.relative_to(ROOT.parent)), "prompts": int(len(acc)), "epochs": EPOCHS,
