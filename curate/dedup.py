@@ -27,6 +27,7 @@ import polars as pl
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from curate.answers import normalize_answer
 from curate.minhash import EMPTY, minhash_signatures, odd_keys
 from curate.stage import DROP_REASON, StageOutput
 
@@ -317,6 +318,40 @@ def near_duplicate_clusters(
     return labels, info
 
 
+def split_by_answer(df: pl.DataFrame, labels: np.ndarray, answer_col: str) -> tuple[np.ndarray, int]:
+    """Split each cluster of near-duplicate texts by its members' normalized answers.
+
+    Templated items ("arrange the letters of the word X") share most of their
+    word n-grams yet are different problems: their answers differ. Members of a
+    cluster stay together only when `normalize_answer` of `answer_col` agrees. A
+    row without an answer says nothing against merging: it joins the answer of
+    its cluster's smallest-id answered row. Returns the new labels and how many
+    clusters were split. Only rows in clusters are normalized.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    rows = np.flatnonzero(np.bincount(labels)[labels] > 1)
+    if not len(rows):
+        return labels, 0
+    answers = df.get_column(answer_col).cast(pl.Utf8).gather(rows).to_list()
+    types = (df.get_column("answer_type").cast(pl.Utf8).gather(rows).to_list()
+             if "answer_type" in df.columns else [None] * len(rows))
+    ids = df.get_column("id").cast(pl.Utf8).gather(rows).to_list()
+    norm = [normalize_answer(a, t) if a and a.strip() else "" for a, t in zip(answers, types, strict=True)]
+    first: dict[int, tuple[str, str]] = {}  # label -> (smallest answered id, its answer)
+    for lab, i, a in zip(labels[rows].tolist(), ids, norm, strict=True):
+        if a and (lab not in first or i < first[lab][0]):
+            first[lab] = (i, a)
+    norm = [a or first.get(lab, ("", ""))[1] for lab, a in zip(labels[rows].tolist(), norm, strict=True)]
+    _, code = np.unique(np.array(norm, dtype=object), return_inverse=True)
+    pair = labels[rows] * (int(code.max()) + 1) + code
+    groups, new = np.unique(pair, return_inverse=True)
+    _, per_cluster = np.unique(groups // (int(code.max()) + 1), return_counts=True)
+    n_split = int((per_cluster > 1).sum())
+    out = labels.copy()
+    out[rows] = int(labels.max()) + 1 + new  # fresh labels, disjoint from the singletons'
+    return out, n_split
+
+
 def dedup_near(
     df: pl.DataFrame,
     *,
@@ -325,14 +360,19 @@ def dedup_near(
     num_perm: int = 128,
     threshold: float = 0.8,
     seed: int = 1,
+    answer_col: str | None = "answer",
 ) -> StageOutput:
     """Drop near-duplicate texts: MinHash over word `shingle_size`-grams + LSH at `threshold`.
 
     Signatures are computed vectorized over batches (curate.minhash); the index
     is datasketch's MinHashLSH; candidate pairs are confirmed on the signatures
-    (estimated Jaccard >= `threshold`) and clustered transitively. Dropped rows
-    get ``near_duplicate``, ``duplicate_of`` and ``similarity`` (estimated
-    Jaccard to their representative).
+    (estimated Jaccard >= `threshold`) and clustered transitively. When the frame
+    has `answer_col` (the Sample schema's ``answer``; None or "" turns it off), a
+    cluster is then split by normalized answer (`split_by_answer`): two texts
+    that differ in a word or a number and have different answers are different
+    problems. Dropped rows get ``near_duplicate``, ``duplicate_of``
+    and ``similarity`` (estimated Jaccard to their representative);
+    ``info["clusters_split_by_answer"]`` counts the splits.
 
     >>> base = "Natalia sold clips to 48 of her friends in April and then half as many in May"
     >>> df = pl.DataFrame({"id": ["a", "b", "c"],
@@ -350,6 +390,8 @@ def dedup_near(
     t_sig = time.perf_counter() - t0
     labels, info = near_duplicate_clusters(sig, threshold=threshold, seed=seed)
     info = {"seconds_signatures": round(t_sig, 4), **info}
+    if answer_col and answer_col in df.columns:
+        labels, info["clusters_split_by_answer"] = split_by_answer(df, labels, answer_col)
     return _split_clusters(df, labels, "near_duplicate", info,
                            similarity=lambda rows, reps: _agreement(sig, rows, reps))
 

@@ -334,3 +334,37 @@ def test_images_near_duplicates_are_found(tmp_path):
     # the same figure under a different question is another problem, unless text is ignored
     loose = dedup_images(df, text_col=None)
     assert sorted(loose.dropped["id"].to_list()) == ["r6", "r7"]
+
+
+# MATH test has these (the audit of the shared-data curation found 8 merged): one
+# template, different words, different answers; 5-gram Jaccard right at 0.8
+_TEMPLATE = "Determine the number of ways to arrange the letters of the word {}."
+
+
+def test_near_keeps_templated_items_whose_answers_differ():
+    words = ["ALABAMA", "COMBINATION", "PARABOLA", "ELLIPSE"]
+    answers = ["210", "4989600", "6720", "1260"]
+    df = _frame([_TEMPLATE.format(w) for w in words], answers)
+    merged = dedup_near(df, shingle_size=1, threshold=0.7, answer_col=None)
+    assert merged.dropped.height == 3  # text alone: one cluster of four
+    out = dedup_near(df, shingle_size=1, threshold=0.7)
+    assert out.dropped.height == 0 and out.info["clusters_split_by_answer"] == 1
+    assert out.info["n_clusters"] == 0
+
+
+def test_near_merges_when_answers_agree_after_normalization_or_are_missing():
+    base = "Tom has 1200 marbles and gives 500 of them to his sister and his brother, how many are left"
+    prompts = [base, base + " ?", base.replace("Tom", "Tom then"), "Weng earns 12 an hour"]
+    df = _frame(prompts, ["700", "700.00", "", "12"])
+    out = dedup_near(df, shingle_size=1, threshold=0.7)
+    assert out.dropped.height == 2 and out.info["clusters_split_by_answer"] == 0
+    kept = set(out.kept["id"])
+    assert len(kept & set(df["id"][:3])) == 1 and df["id"][3] in kept
+    # a different answer in the same cluster is split off; the unanswered row stays
+    # with the smallest-id answered row
+    df2 = _frame(prompts, ["700", "701", "", "12"])
+    out2 = dedup_near(df2, shingle_size=1, threshold=0.7)
+    assert out2.dropped.height == 1 and out2.info["clusters_split_by_answer"] == 1
+    pair = sorted([min(df2["id"][:2]), df2["id"][2]])
+    assert out2.dropped["id"].to_list() == [pair[1]]
+    assert out2.dropped["duplicate_of"].to_list() == [pair[0]]
