@@ -327,6 +327,11 @@ def split_by_answer(df: pl.DataFrame, labels: np.ndarray, answer_col: str) -> tu
     row without an answer says nothing against merging: it joins the answer of
     its cluster's smallest-id answered row. Returns the new labels and how many
     clusters were split. Only rows in clusters are normalized.
+
+    >>> df = pl.DataFrame({"id": ["a", "b", "c", "d"], "answer": ["1,000", "1000", "7", None]})
+    >>> labels, n_split = split_by_answer(df, np.array([0, 0, 0, 0]), "answer")
+    >>> labels.tolist(), n_split   # "a" and "b" agree, "d" joins "a"; "c" is another problem
+    ([1, 1, 2, 1], 1)
     """
     labels = np.asarray(labels, dtype=np.int64)
     rows = np.flatnonzero(np.bincount(labels)[labels] > 1)
