@@ -138,6 +138,13 @@ def decontaminate(
     the packaged model is absent; ``"both"`` applies both (the n-gram reason
     wins when both fire) and falls back to n-grams with a warning when the
     model is absent.
+
+    >>> import polars as pl
+    >>> evals = ["A train leaves at 3 pm going 60 miles per hour. When does it arrive 180 miles away?"]
+    >>> df = pl.DataFrame({"prompt": ["Solve this: " + evals[0], "What is 7 times 8?"]})
+    >>> out = decontaminate(df, evals)
+    >>> out.drops_by_reason(), round(out.dropped["similarity"][0], 2)
+    ({'contaminated_ngram': 1}, 1.0)
     """
     if method not in METHODS:
         raise ValueError(f"decontaminate: method must be one of {METHODS}, got {method!r}")

@@ -465,6 +465,20 @@ def dedup_images(
     once; unreadable images are skipped and counted (``valid_images`` is the
     stage that drops them). Relative image paths are read under `image_root`
     when given. Reason: ``near_duplicate_image``.
+
+    >>> import tempfile, os
+    >>> from PIL import Image
+    >>> d = tempfile.mkdtemp()
+    >>> grid = Image.new("L", (64, 64))
+    >>> grid.putdata([255 * ((x // 8 + y // 8) % 2) for y in range(64) for x in range(64)])
+    >>> grid.save(os.path.join(d, "a.png")); grid.resize((128, 128)).save(os.path.join(d, "b.png"))
+    >>> img = pl.Struct({"path": pl.Utf8, "sha256": pl.Utf8})
+    >>> df = pl.DataFrame({"id": ["x", "y"], "prompt": ["Count the squares."] * 2,
+    ...                    "images": [[{"path": "a.png", "sha256": None}],
+    ...                               [{"path": "b.png", "sha256": None}]]},
+    ...                   schema={"id": pl.Utf8, "prompt": pl.Utf8, "images": pl.List(img)})
+    >>> dedup_images(df, image_root=d).dropped["duplicate_of"].to_list()   # the upscaled copy
+    ['x']
     """
     _check_columns(df, "dedup_images", "id", "images")
     if not 0 <= max_distance < 64:

@@ -82,6 +82,12 @@ def length_bounds(df: pl.DataFrame, *, min_prompt_chars: int = 1, max_prompt_cha
 
     Reasons: ``prompt_too_short``, ``prompt_too_long``, ``answer_too_short``,
     ``answer_too_long`` (a null answer counts as length 0).
+
+    >>> import polars as pl
+    >>> df = pl.DataFrame({"prompt": ["What is 2+2?", "Hi", "Name a prime."],
+    ...                    "answer": ["4", "5", None]})
+    >>> length_bounds(df, min_prompt_chars=5).drops_by_reason()
+    {'answer_too_short': 1, 'prompt_too_short': 1}
     """
     p = pl.col("prompt").fill_null("").str.strip_chars().str.len_chars()
     a = pl.col("answer").fill_null("").str.strip_chars().str.len_chars()
@@ -148,6 +154,14 @@ def valid_images(df: pl.DataFrame, *, verify: bool = True, require_images: bool 
 
     Each distinct path is checked once. Reasons: ``missing_image``,
     ``broken_image``, and ``no_image`` when `require_images` is set.
+
+    >>> import polars as pl
+    >>> img = pl.Struct({"path": pl.Utf8, "sha256": pl.Utf8})
+    >>> df = pl.DataFrame({"prompt": ["What is drawn?", "Count the dots."],
+    ...                    "images": [[{"path": "/nonexistent/a.png", "sha256": None}], []]},
+    ...                   schema={"prompt": pl.Utf8, "images": pl.List(img)})
+    >>> valid_images(df, require_images=True).drops_by_reason()
+    {'missing_image': 1, 'no_image': 1}
     """
     paths = df.select(pl.col("images").list.eval(pl.element().struct.field("path"))
                       .explode().drop_nulls().unique().sort()).to_series().to_list()

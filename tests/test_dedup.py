@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 import os
 import re
@@ -369,9 +368,3 @@ def test_near_merges_when_answers_agree_after_normalization_or_are_missing():
     pair = sorted([min(df2["id"][:2]), df2["id"][2]])
     assert out2.dropped["id"].to_list() == [pair[1]]
     assert out2.dropped["duplicate_of"].to_list() == [pair[0]]
-
-
-def test_docstring_examples_run():
-    import curate.dedup
-
-    assert doctest.testmod(curate.dedup).failed == 0
