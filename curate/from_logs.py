@@ -121,6 +121,14 @@ def pass_rates(
     pass_at_<k> (+ _low/_high: the Wilson bounds carried through 1 - (1 - p)^k),
     reward_mean, reward_std, difficulty_bin ("never" | "hard" | "medium" | "easy" |
     "always", with `bins` the hard/medium/easy edges).
+
+    >>> import polars as pl
+    >>> log = pl.DataFrame({"sample_id": ["a"] * 4 + ["b"] * 2, "prompt": ["2+2?"] * 4 + ["7*6?"] * 2,
+    ...                     "response": [r"\\boxed{4}", "it is 4", r"\\boxed{5}", r"\\boxed{4} done", "40", "48"],
+    ...                     "reward": [1.0, 1.0, 0.0, 1.0, 0.0, 0.0],
+    ...                     "correct": [True, True, False, True, False, False]})
+    >>> pass_rates(log, k=(2,)).select("sample_id", "n", "pass_rate", "pass_at_2", "difficulty_bin").rows()
+    [('a', 4, 0.75, 1.0, 'easy'), ('b', 2, 0.0, 0.0, 'never')]
     """
     df = _frame(rollouts)
     _need(df, ("sample_id", "correct"), "pass_rates")
@@ -193,6 +201,11 @@ def route_prompts(
     prompt is distilled; lower it (e.g. 0.5) to keep the mostly-solved ones for RL.
 
     Returns `pass_rates` with a `route` column.
+
+    >>> import polars as pl
+    >>> log = pl.DataFrame({"sample_id": list("aabbcc") + ["d"], "correct": [1, 1, 0, 0, 1, 0, 1]})
+    >>> route_prompts(log.with_columns(pl.col("correct").cast(bool))).select("sample_id", "route").rows()
+    [('a', 'solved'), ('b', 'expert'), ('c', 'distill'), ('d', 'insufficient')]
     """
     if not (0 <= never_max < always_min <= 1 and distill_below <= always_min):
         raise ValueError("route_prompts needs 0 <= never_max < always_min <= 1 and distill_below <= always_min; "
@@ -270,6 +283,17 @@ def self_distill(
     SFT format) plus sample_id, domain, reward, response_tokens, run_id, step.
     Dropped rows carry `drop_reason`: not_selected, incorrect, bad_format, too_short,
     too_long, near_duplicate, beyond_best_of.
+
+    >>> import polars as pl
+    >>> log = pl.DataFrame({"sample_id": ["a"] * 4 + ["b"] * 2, "prompt": ["2+2?"] * 4 + ["7*6?"] * 2,
+    ...                     "response": [r"\\boxed{4}", "it is 4", r"\\boxed{5}", r"\\boxed{4} done", "40", "48"],
+    ...                     "reward": [1.0, 1.0, 0.0, 1.0, 0.0, 0.0],
+    ...                     "correct": [True, True, False, True, False, False]})
+    >>> out = self_distill(log, ["a"], best_of=1)
+    >>> out.kept.select("sample_id", "completion").rows()   # best reward, then the shorter trace
+    [('a', '\\\\boxed{4}')]
+    >>> dict(sorted(out.drops_by_reason().items()))
+    {'bad_format': 1, 'beyond_best_of': 1, 'incorrect': 1, 'not_selected': 2}
     """
     df = _frame(rollouts)
     _need(df, ("sample_id", "prompt", "response", "reward", "correct"), "self_distill")
@@ -319,6 +343,14 @@ def preference_pairs(
 
     Columns: prompt, chosen, rejected (what TRL's DPOTrainer reads) then
     sample_id, chosen_reward, rejected_reward.
+
+    >>> import polars as pl
+    >>> log = pl.DataFrame({"sample_id": ["a"] * 4 + ["b"] * 2, "prompt": ["2+2?"] * 4 + ["7*6?"] * 2,
+    ...                     "response": [r"\\boxed{4}", "it is 4", r"\\boxed{5}", r"\\boxed{4} done", "40", "48"],
+    ...                     "reward": [1.0, 1.0, 0.0, 1.0, 0.0, 0.0],
+    ...                     "correct": [True, True, False, True, False, False]})
+    >>> preference_pairs(log).select("prompt", "chosen", "rejected").rows()   # b has no correct side
+    [('2+2?', '\\\\boxed{4}', '\\\\boxed{5}')]
     """
     df = _frame(rollouts)
     _need(df, ("sample_id", "prompt", "response", "reward", "correct"), "preference_pairs")

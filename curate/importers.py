@@ -585,6 +585,15 @@ def read_rollouts(
         reward and their weights (default: every numeric column, weight 1, as TRL sums them).
 
     The import is described in the schema metadata; read it with `import_info(table)`.
+
+    >>> import json, tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> rows = [{"sample_id": "q1", "prompt": "2+2=", "response": r, "reward": w, "step": 3}
+    ...         for r, w in [("4", 1.0), ("5", 0.0), ("4", 0.8)]]
+    >>> _ = (d / "run.jsonl").write_text("\\n".join(json.dumps(r) for r in rows))
+    >>> t = read_rollouts(d / "run.jsonl", correct_threshold=0.9)
+    >>> t.column("correct").to_pylist(), t.column("run_id")[0].as_py() == d.name
+    ([True, False, False], True)
     """
     fmt = _ALIASES.get(format, format)
     if fmt == "auto":

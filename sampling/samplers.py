@@ -33,7 +33,17 @@ from sampling.store import PRIOR_GROUP_MIN, SampleStats, beta_informative
 
 
 class Sampler:
-    """Base class: quotas, bookkeeping, state.  Subclasses implement `_choose`."""
+    """Base class: quotas, bookkeeping, state.  Subclasses implement `_choose`.
+
+    Every sampler takes `weights` (domain -> share) and fills each batch by those
+    quotas; `state_dict` / `load_state_dict` carry its RNG and bookkeeping.
+
+    >>> stats = SampleStats([f"m{i}" for i in range(6)] + [f"c{i}" for i in range(6)],
+    ...                     domains=["math"] * 6 + ["code"] * 6)
+    >>> ids = make_sampler("uniform", stats, weights={"math": 0.75, "code": 0.25}).next_batch(4, step=1)
+    >>> sorted(i[0] for i in ids)
+    ['c', 'm', 'm', 'm']
+    """
 
     name = "base"
 
@@ -400,6 +410,13 @@ class VarianceAwareSampler(Sampler):
     samples get the mean of the measured ones).  A fraction `lam` of the batch
     is drawn without replacement in proportion to VPS (Efraimidis-Spirakis keys),
     the rest uniformly from the remaining candidates.  Score = VPS.
+
+    >>> s = SampleStats(["always", "half", "never"], fast_half_life=None, slow_half_life=None)
+    >>> s.update(["always"] * 4 + ["half"] * 4 + ["never"] * 4, [1, 1, 1, 1, 1, 0, 1, 0, 0, 0, 0, 0], step=1)
+    >>> VarianceAwareSampler(s, w_outcome=1.0, w_diversity=0.0).vps(None, step=2).round(2).tolist()
+    [0.0, 1.0, 0.0]
+    >>> VarianceAwareSampler(s, lam=1.0, w_outcome=1.0, w_diversity=0.0, seed=0).next_batch(1, step=2)
+    ['half']
     """
 
     name = "variance"
@@ -538,6 +555,14 @@ class CurriculumSampler(Sampler):
     `advance_at` (None = by steps only).  Inside the band samples are drawn
     uniformly; a band too small is topped up with the samples nearest to it.
     Score = 1 inside the band, 1 - distance outside.
+
+    >>> import pyarrow as pa
+    >>> s = SampleStats.from_samples(pa.table({"id": ["easy", "mid", "hard"],
+    ...                                        "difficulty": [0.9, 0.5, 0.1]}), prior_strength=50)
+    >>> CurriculumSampler(s, mode="target", target=0.5).next_batch(1, step=1)
+    ['mid']
+    >>> CurriculumSampler(s, mode="staged", stage_steps=10).next_batch(1, step=1)   # stage 0: easy
+    ['easy']
     """
 
     name = "curriculum"

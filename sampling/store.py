@@ -81,6 +81,15 @@ class StoreParams:
     group_size: G of the `score` column, the posterior chance that a group of G
         responses is informative (not all equal).
     correct_threshold: a response counts in `n_correct` when reward >= this.
+
+    >>> s = SampleStats(["q"], difficulty=[0.25], params=StoreParams(prior_strength=8))
+    >>> a, b = s.posterior()
+    >>> float(a[0]), float(b[0])   # 1 + 8 * 0.25, 1 + 8 * 0.75
+    (3.0, 7.0)
+    >>> StoreParams(fast_half_life=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: fast_half_life must be None (off) or a number of steps > 0, got 0
     """
 
     prior_strength: float = 4.0
@@ -122,6 +131,18 @@ class SampleStats:
     Build with `SampleStats.from_samples(table)`; feed it with
     `update(sample_ids, rewards, step)`; read it with `posterior`, `mean`,
     `to_arrow()`; persist with `save` / `load`.
+
+    >>> import tempfile
+    >>> s = SampleStats(["a", "b"], fast_half_life=None, slow_half_life=None, domain_prior_strength=0)
+    >>> s.update(["a", "a", "a", "b"], [1.0, 0.0, 0.5, 1.0], step=1)   # one entry per response
+    >>> a, b = s.posterior(["a"])
+    >>> float(a[0]), float(b[0])   # Beta(1 + 1.5, 1 + 1.5): the fractional reward counts half
+    (2.5, 2.5)
+    >>> s.to_arrow().select(["sample_id", "n_seen", "n_correct", "reward_mean"]).to_pylist()[0]
+    {'sample_id': 'a', 'n_seen': 3, 'n_correct': 2, 'reward_mean': 0.5}
+    >>> path = s.save(tempfile.mkdtemp())
+    >>> SampleStats.load(path).posterior(["a"])[0].tolist()
+    [2.5]
     """
 
     def __init__(
