@@ -51,7 +51,7 @@ def main() -> int:
         build_tiny_model,
         char_tokenizer,
     )
-    from trainer.evaluate import accuracy, evaluate
+    from trainer.evaluation import accuracy, evaluate
     from trainer.modeling import TinyModelSpec, load_pretrained
 
     work = Path(tempfile.mkdtemp(prefix="sampler_ab_"))

@@ -52,7 +52,7 @@ def main() -> int:
         build_tiny_model,
         char_tokenizer,
     )
-    from trainer.evaluate import accuracy, evaluate
+    from trainer.evaluation import accuracy, evaluate
     from trainer.modeling import TinyModelSpec, load_pretrained
     from trainer.rewards import format_reward, verifiable_reward
 

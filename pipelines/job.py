@@ -278,7 +278,7 @@ def run_job(cfg: RunConfig, run_dir: str | os.PathLike | None = None, progress: 
     """The main job; returns the run manifest (also written to RUN/manifest.json)."""
     import torch
 
-    from trainer.evaluate import accuracy, accuracy_by_domain, evaluate
+    from trainer.evaluation import accuracy, accuracy_by_domain, evaluate
     from trainer.grpo import GRPOTrainer
     from trainer.sft import SFTTrainer
 
@@ -401,7 +401,7 @@ def train_job(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     import torch
 
     from pipelines.cli import UserError
-    from trainer.evaluate import accuracy, evaluate
+    from trainer.evaluation import accuracy, evaluate
     from trainer.grpo import GRPOTrainer
     from trainer.sft import SFTTrainer
 

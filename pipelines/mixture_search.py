@@ -26,7 +26,7 @@ Pilot kinds shipped:
   copies it, runs a short GRPO (the embedded trainer, ``trainer.grpo``) on an
   RL pool drawn with the pilot's mixture (``make_splits(weights=...)``, uniform
   sampler, so a step's prompts follow the mixture), and scores greedy accuracy
-  per domain on one fixed held-out set (``trainer.evaluate``).
+  per domain on one fixed held-out set (``trainer.evaluation.evaluate``).
 * ``simulated`` (:func:`simulated_pilot`): a seeded analytic stand-in with
   domains that help and hurt each other, for demos and fast tests; it trains
   nothing.
@@ -399,7 +399,7 @@ class GRPOPilot:
     def _evaluate(self, model, tok, held_out, run_dir: Path, phase: str, seed: int
                   ) -> dict[str, float]:
         """Per-domain pass@1: greedy (eval_temperature = 0) or the mean of eval_k samples."""
-        from trainer.evaluate import accuracy_by_domain, evaluate
+        from trainer.evaluation import accuracy_by_domain, evaluate
 
         sp = self.spec
         table = evaluate(model, tok, held_out, sp.eval_max_new_tokens, phase=phase,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import inspect
 import pkgutil
 
 import pytest
@@ -36,3 +37,15 @@ def test_the_public_stages_have_examples():
     for module, func in STAGES.values():
         doc = getattr(importlib.import_module(module), func).__doc__ or ""
         assert ">>>" in doc, f"{module}.{func} has no runnable example"
+
+
+@pytest.mark.parametrize("pkg", PACKAGES + ("sampling",))
+def test_exported_names_are_not_shadowed_by_submodules(pkg):
+    # once every submodule is imported, a package attribute named like a submodule is
+    # that module: an exported function must not share its module's name
+    mod = importlib.import_module(pkg)
+    for name in _modules():
+        importlib.import_module(name)
+    for name in getattr(mod, "__all__", ()):
+        obj = getattr(importlib.import_module(pkg), name)
+        assert not inspect.ismodule(obj), f"`from {pkg} import {name}` gives the module {obj.__name__}"

@@ -33,7 +33,7 @@ _EXPORTS: dict[str, str] = {
     "TinyModelSpec": "trainer.modeling",
     "load_pretrained": "trainer.modeling",
     "auto_device": "trainer.modeling",
-    "evaluate": "trainer.evaluate",
+    "evaluate": "trainer.evaluation",
 }
 __all__ = sorted(_EXPORTS)
 

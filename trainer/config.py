@@ -25,7 +25,19 @@ _STRICT = ConfigDict(extra="forbid")
 
 
 class ConfigError(ValueError):
-    """A config key is unknown or its value is invalid (the message names the key)."""
+    """A config key is unknown or its value is invalid (the message names the key).
+
+    >>> try:
+    ...     SFTConfig.from_dict({"lr": -1}, section="sft")
+    ... except ConfigError as e:
+    ...     print(e)
+    sft.lr: Input should be greater than 0 (got -1)
+    >>> try:
+    ...     GRPOConfig.from_dict({"loss_agg": "mean"}, section="grpo", source="run.toml")
+    ... except ConfigError as e:
+    ...     print(e)
+    run.toml: grpo.loss_agg: Input should be 'token', 'sequence' or 'dr_grpo' (got 'mean')
+    """
 
 
 def format_validation_error(exc: ValidationError, section: str = "", source: str = "") -> str:
@@ -73,6 +85,12 @@ class GRPOConfig(_Loadable):
     "dr_grpo" (sum over tokens divided by responses x max_new_tokens).
     adv_scale: divide advantages by the group std ("group"), the batch std
     ("batch") or not at all ("none", Dr. GRPO).
+
+    >>> cfg = GRPOConfig(group_size=4, loss_agg="dr_grpo", adv_scale="none")
+    >>> cfg.group_size, cfg.loss_agg, cfg.adv_scale, (cfg.clip_low, cfg.clip_high)
+    (4, 'dr_grpo', 'none', (0.2, 0.28))
+    >>> cfg.to_dict()["sampler"], cfg.beta
+    ('thompson', 0.0)
     """
 
     steps: int = Field(default=100, ge=1)
@@ -111,6 +129,13 @@ class SFTConfig(_Loadable):
 
     The loss covers response tokens only. `packing` concatenates examples
     into rows of `max_length` tokens (position ids restart per example).
+
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "run.toml"
+    >>> _ = path.write_text("[sft]\\nmax_steps = 50\\npacking = true\\n")
+    >>> cfg = SFTConfig.from_toml(path, section="sft")
+    >>> cfg.max_steps, cfg.packing, cfg.lr, cfg.lr_schedule
+    (50, True, 0.001, 'cosine')
     """
 
     epochs: float = Field(default=1.0, gt=0)

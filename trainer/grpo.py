@@ -89,6 +89,25 @@ class GRPOTrainer:
 
         trainer = GRPOTrainer(model, tok, rl_table, GRPOConfig(steps=20), "runs/demo")
         metrics = trainer.train()
+
+    One step with a reward that is equal within every group (no signal, so no update):
+
+    >>> import tempfile
+    >>> import pyarrow.parquet as pq
+    >>> from curate.synthetic import make_suite
+    >>> from trainer import TinyModelSpec, build_tiny_model, char_tokenizer, combine
+    >>> tok = char_tokenizer()
+    >>> spec = TinyModelSpec(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+    >>> cfg = GRPOConfig(steps=1, prompts_per_step=2, group_size=2, max_new_tokens=4, device="cpu")
+    >>> same = combine({"one": (lambda prompts, completions, **_: [1.0] * len(completions), 1.0)})
+    >>> run = tempfile.mkdtemp()
+    >>> trainer = GRPOTrainer(build_tiny_model(tok, spec), tok, make_suite(8, seed=0, max_level=1),
+    ...                       cfg, run, reward=same)
+    >>> [(m.step, m.reward, m.informative_ratio, m.loss) for m in trainer.train()]
+    [(1, 1.0, 0.0, 0.0)]
+    >>> log = pq.read_table(f"{run}/rollouts")
+    >>> log.num_rows, log["advantage"].to_pylist(), log["sampler"][0].as_py()
+    (4, [0.0, 0.0, 0.0, 0.0], 'thompson')
     """
 
     def __init__(

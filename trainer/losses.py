@@ -19,6 +19,16 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group
 
     `rewards` is flat, groups are consecutive runs of `group_size`. A group
     whose rewards are all equal gets advantage exactly 0 under every scaling.
+
+    >>> rewards = torch.tensor([1.0, 0.0, 1.0, 1.0, 1.0, 1.0])
+    >>> [round(a, 3) for a in group_advantages(rewards, 3).tolist()]
+    [0.577, -1.155, 0.577, 0.0, 0.0, 0.0]
+    >>> [round(a, 3) for a in group_advantages(rewards, 3, "batch").tolist()]
+    [0.816, -1.633, 0.816, 0.0, 0.0, 0.0]
+    >>> group_advantages(rewards, 4)
+    Traceback (most recent call last):
+    ...
+    ValueError: 6 rewards do not split into groups of 4
     """
     if rewards.numel() % group_size:
         raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
@@ -67,6 +77,23 @@ def policy_loss(
     * ``token``: sum over all tokens / number of tokens (DAPO),
     * ``sequence``: mean over each response's tokens, then over responses (GRPO),
     * ``dr_grpo``: sum over all tokens / (responses * max_tokens) (Dr. GRPO).
+
+    On policy (ratio 1) the loss is minus the advantage averaged over tokens:
+
+    >>> logp = torch.zeros(2, 3)
+    >>> mask = torch.tensor([[1, 1, 1], [1, 0, 0]])
+    >>> adv = torch.tensor([1.0, -0.5])
+    >>> loss, info = policy_loss(logp, logp, adv, mask)
+    >>> loss.item(), info
+    (-0.625, {'clip_frac': 0.0, 'kl': 0.0})
+    >>> policy_loss(logp, logp, adv, mask, loss_agg="sequence")[0].item()
+    -0.25
+
+    A ratio of 2 is clipped to 1 + clip_high for a positive advantage:
+
+    >>> loss, info = policy_loss(logp + torch.tensor(2.0).log(), logp, torch.ones(2), mask)
+    >>> round(loss.item(), 4), info["clip_frac"]
+    (-1.28, 1.0)
     """
     mask = mask.to(logp.dtype)
     ratio = torch.exp(logp - old_logp)

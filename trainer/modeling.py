@@ -30,6 +30,14 @@ def char_tokenizer(chars: str = DEFAULT_CHARS, extra_tokens: tuple[str, ...] = M
     """A `PreTrainedTokenizerFast` with one token per character (plus `extra_tokens`).
 
     Saved with `save_pretrained`, it loads back with `AutoTokenizer.from_pretrained`.
+
+    Ids 0-3 are <pad>, <eos>, <bos>, <unk>, then `extra_tokens`, then `chars`:
+
+    >>> tok = char_tokenizer(chars="ab+=")
+    >>> len(tok), tok("ab=")["input_ids"], tok("a?")["input_ids"]
+    (9, [5, 6, 8], [5, 3])
+    >>> tok.convert_ids_to_tokens([4]), tok.pad_token_id, tok.eos_token_id, tok.padding_side
+    (['\\\\boxed{'], 0, 1, 'left')
     """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -55,7 +63,15 @@ def _regex_escape(s: str) -> str:
 
 @dataclass
 class TinyModelSpec:
-    """Shape of a tiny Qwen2-style model built from a config (no download)."""
+    """Shape of a tiny Qwen2-style model built from a config (no download).
+
+    >>> TinyModelSpec()
+    TinyModelSpec(hidden_size=128, num_layers=3, num_heads=4, intermediate_size=384, max_positions=64)
+    >>> model = build_tiny_model(char_tokenizer(), TinyModelSpec(hidden_size=16, num_layers=2,
+    ...                                                          num_heads=2, intermediate_size=32))
+    >>> model.config.num_hidden_layers, model.config.hidden_size, model.config.num_attention_heads
+    (2, 16, 2)
+    """
 
     hidden_size: int = 128
     num_layers: int = 3
@@ -65,7 +81,19 @@ class TinyModelSpec:
 
 
 def build_tiny_model(tokenizer, spec: TinyModelSpec | None = None, seed: int = 0):
-    """A randomly initialised Qwen2 causal LM sized by `spec` for `tokenizer`."""
+    """A randomly initialised Qwen2 causal LM sized by `spec` for `tokenizer`.
+
+    >>> tok = char_tokenizer()
+    >>> spec = TinyModelSpec(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+    >>> model = build_tiny_model(tok, spec)
+    >>> len(tok), sum(p.numel() for p in model.parameters())
+    (101, 4272)
+    >>> model(torch.tensor([[5, 6, 7]])).logits.shape
+    torch.Size([1, 3, 101])
+    >>> again = build_tiny_model(tok, spec)  # same seed, same weights
+    >>> torch.equal(model.lm_head.weight, again.lm_head.weight)
+    True
+    """
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     spec = spec or TinyModelSpec()
@@ -90,7 +118,25 @@ def build_tiny_model(tokenizer, spec: TinyModelSpec | None = None, seed: int = 0
 
 
 def load_pretrained(path: str | os.PathLike, device: torch.device | None = None, dtype=None):
-    """Load a local `AutoModelForCausalLM` + tokenizer (never touches the network)."""
+    """Load a local `AutoModelForCausalLM` + tokenizer (never touches the network).
+
+    >>> import tempfile
+    >>> tok = char_tokenizer()
+    >>> spec = TinyModelSpec(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+    >>> model = build_tiny_model(tok, spec)
+    >>> path = tempfile.mkdtemp()
+    >>> model.save_pretrained(path)
+    >>> _ = tok.save_pretrained(path)
+    >>> loaded, loaded_tok = load_pretrained(path)
+    >>> type(loaded).__name__, sum(p.numel() for p in loaded.parameters()), loaded_tok.padding_side
+    ('Qwen2ForCausalLM', 4272, 'left')
+    >>> torch.equal(loaded.lm_head.weight, model.lm_head.weight)
+    True
+    >>> load_pretrained(path + "/missing")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: model path '.../missing' is not a directory with a saved model
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(path)
@@ -107,7 +153,15 @@ def load_pretrained(path: str | os.PathLike, device: torch.device | None = None,
 
 
 def auto_device(prefer: str = "auto") -> tuple[torch.device, torch.dtype]:
-    """(device, dtype): CUDA + bf16 when a GPU is present (and allowed), else CPU + fp32."""
+    """(device, dtype): CUDA + bf16 when a GPU is present (and allowed), else CPU + fp32.
+
+    >>> auto_device("cpu")
+    (device(type='cpu'), torch.float32)
+    >>> auto_device("tpu")
+    Traceback (most recent call last):
+    ...
+    ValueError: device must be auto, cpu or cuda, got 'tpu'
+    """
     if prefer not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, got {prefer!r}")
     if prefer != "cpu" and torch.cuda.is_available():

@@ -49,6 +49,11 @@ def verifiable_reward(
 
     Built on `curate.answers` (math-verify for math, numeric tolerance, choice
     letters, normalised text), so training and curation agree on correctness.
+
+    >>> completions = ["\\\\boxed{3}", "\\\\boxed{4}", "so \\\\boxed{3.0}", "3"]
+    >>> verifiable_reward(["add:1+2="] * 4, completions, answer=["3"] * 4,
+    ...                   answer_type=["numeric"] * 4)
+    [1.0, 0.0, 1.0, 0.0]
     """
     types = answer_type if answer_type is not None else ["text"] * len(completions)
     return [float(_check(c, str(a), str(t or "text")))
@@ -56,7 +61,12 @@ def verifiable_reward(
 
 
 def format_reward(prompts: Sequence[str], completions: Sequence[str], **_: object) -> list[float]:
-    """1.0 when the completion ends with exactly one ``\\boxed{...}`` tag, else 0.0."""
+    """1.0 when the completion ends with exactly one ``\\boxed{...}`` tag, else 0.0.
+
+    >>> completions = ["so \\\\boxed{3}", "\\\\boxed{3} done", "\\\\boxed{1} \\\\boxed{2}"]
+    >>> format_reward([""] * 3, completions)
+    [1.0, 0.0, 0.0]
+    """
     return [1.0 if _TAG_AT_END.match(c) else 0.0 for c in completions]
 
 
@@ -68,6 +78,13 @@ def length_reward(
     Penalty: 0 below ``max_tokens - buffer``, then linear down to -1 at
     ``max_tokens``. Bonus: ``bonus_for_short_correct * (1 - len/max_tokens)``
     for completions that `verifiable_reward` marks correct.
+
+    >>> r = length_reward(max_tokens=10, buffer=4)
+    >>> r([""] * 5, [""] * 5, response_tokens=[5, 6, 8, 10, 12])
+    [0.0, 0.0, -0.5, -1.0, -1.0]
+    >>> short = length_reward(max_tokens=10, bonus_for_short_correct=0.5)
+    >>> short([""] * 2, ["\\\\boxed{3}"] * 2, response_tokens=[4, 4], answer=["3", "4"])
+    [0.3, 0.0]
     """
 
     def reward(prompts, completions, *, response_tokens, **columns) -> list[float]:
@@ -93,7 +110,19 @@ class RewardOutput:
 
 
 class CombinedReward:
-    """Weighted sum of named reward functions; keeps the parts for the rollout log."""
+    """Weighted sum of named reward functions; keeps the parts for the rollout log.
+
+    >>> r = CombinedReward({"correct": (verifiable_reward, 1.0), "format": (format_reward, 0.5)})
+    >>> out = r(["add:1+2="] * 3, ["\\\\boxed{3}", "\\\\boxed{4}", "3"], answer=["3"] * 3)
+    >>> out.total
+    [1.5, 0.5, 0.0]
+    >>> out.components
+    {'correct': [1.0, 0.0, 0.0], 'format': [1.0, 1.0, 0.0]}
+    >>> CombinedReward({})
+    Traceback (most recent call last):
+    ...
+    ValueError: a combined reward needs at least one reward function
+    """
 
     def __init__(self, parts: Mapping[str, tuple[RewardFn, float]]) -> None:
         if not parts:
@@ -114,7 +143,15 @@ class CombinedReward:
 
 
 def combine(parts: Mapping[str, tuple[RewardFn, float]]) -> CombinedReward:
-    """`CombinedReward` from ``{name: (fn, weight)}``."""
+    """`CombinedReward` from ``{name: (fn, weight)}``.
+
+    >>> odd = lambda prompts, completions, **_: [float(len(c) % 2) for c in completions]
+    >>> r = combine({"odd": (odd, 2.0), "format": (format_reward, 1.0)})
+    >>> list(r.parts)
+    ['odd', 'format']
+    >>> r(["p"] * 3, ["a", "ab", "abc"]).total
+    [2.0, 0.0, 2.0]
+    """
     return CombinedReward(parts)
 
 
@@ -122,7 +159,16 @@ def default_reward(
     correct: float = 1.0, format: float = 0.1, length: float = 0.0, max_tokens: int = 32,
     length_buffer: int = 8,
 ) -> CombinedReward:
-    """Correctness + format (+ optional soft length penalty), as configured by weights."""
+    """Correctness + format (+ optional soft length penalty), as configured by weights.
+
+    >>> list(default_reward().parts), list(default_reward(length=0.5).parts)
+    (['correct', 'format'], ['correct', 'format', 'length'])
+    >>> r = default_reward(length=0.5, max_tokens=8, length_buffer=4)
+    >>> out = r(["add:1+2="] * 2, ["\\\\boxed{3}", "\\\\boxed{3}"], answer=["3"] * 2,
+    ...         response_tokens=[3, 8])
+    >>> [round(x, 3) for x in out.total], out.components["length"]
+    ([1.1, 0.6], [0.0, -1.0])
+    """
     parts: dict[str, tuple[RewardFn, float]] = {"correct": (verifiable_reward, correct),
                                                 "format": (format_reward, format)}
     if length:

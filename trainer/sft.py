@@ -99,7 +99,23 @@ def pack_examples(examples: list[tuple[list[int], list[int]]], max_length: int, 
 
 
 class SFTTrainer:
-    """Cold-start supervised fine-tuning of a causal LM on (prompt, response) rows."""
+    """Cold-start supervised fine-tuning of a causal LM on (prompt, response) rows.
+
+    >>> import tempfile
+    >>> from trainer.modeling import TinyModelSpec, build_tiny_model, char_tokenizer
+    >>> tok = char_tokenizer()
+    >>> spec = TinyModelSpec(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+    >>> rows = pa.table({"prompt": ["add:1+2=", "add:2+2=", "max:3,1=", "max:0,4="],
+    ...                  "solution": ["\\\\boxed{3}", "\\\\boxed{4}", "\\\\boxed{3}", None]})
+    >>> cfg = SFTConfig(batch_size=2, device="cpu")
+    >>> sft = SFTTrainer(build_tiny_model(tok, spec), tok, rows, cfg, out_dir=tempfile.mkdtemp())
+    >>> len(sft.examples), sft.total_steps  # the row without a response is dropped
+    (3, 2)
+    >>> [(m.step, round(m.lr, 6)) for m in sft.train()]  # cosine schedule down to 0
+    [(1, 0.0005), (2, 0.0)]
+    >>> sft.save().name
+    'final'
+    """
 
     def __init__(
         self, model, tokenizer, data: pa.Table, config: SFTConfig, out_dir: str | os.PathLike,

@@ -26,6 +26,19 @@ def evaluate(model, tokenizer, samples: pa.Table, max_new_tokens: int = 16, step
     "sampled"): the mean of `correct` is then pass@1 estimated from k samples,
     the protocol of DeepSeek-R1's reports. Returns a table with EVAL_SCHEMA
     (the job writes it to RUN/eval/*.parquet).
+
+    >>> from trainer.modeling import TinyModelSpec, build_tiny_model, char_tokenizer
+    >>> tok = char_tokenizer()
+    >>> spec = TinyModelSpec(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+    >>> model = build_tiny_model(tok, spec)
+    >>> samples = pa.table({"id": ["a", "b"], "prompt": ["add:1+2=", "max:3,1="],
+    ...                     "answer": ["3", "3"], "domain": ["add", "max"]})
+    >>> table = evaluate(model, tok, samples, max_new_tokens=2, step=10, phase="sft")
+    >>> table.schema == EVAL_SCHEMA, table["mode"].to_pylist(), table["step"].to_pylist()
+    (True, ['greedy', 'greedy'], [10, 10])
+    >>> table = evaluate(model, tok, samples, max_new_tokens=2, k=3, temperature=1.0)
+    >>> table["mode"][0].as_py(), table["sample_id"].to_pylist(), table["sample_idx"].to_pylist()
+    ('sampled', ['a', 'a', 'a', 'b', 'b', 'b'], [0, 1, 2, 0, 1, 2])
     """
     greedy = temperature <= 0
     k = 1 if greedy else k
