@@ -55,16 +55,16 @@ def normalize_text(col: str | pl.Expr) -> pl.Expr:
 
 
 def _image_key(df: pl.DataFrame) -> pl.Expr:
-    """The sorted sha256s of a row's images, joined ("" for a text-only row)."""
+    """The sorted sha256s of a row's images, joined ("" for a text-only row).
+
+    An image without a sha256 counts by its path, so two unhashed images at
+    different paths are never taken for the same image.
+    """
     if "images" not in df.columns:
         return pl.lit("")
-    return (
-        pl.col("images")
-        .list.eval(pl.element().struct.field("sha256").fill_null(""))
-        .list.sort()
-        .list.join(",")
-        .fill_null("")
-    )
+    ident = pl.coalesce(pl.element().struct.field("sha256"),
+                        pl.lit("path:") + pl.element().struct.field("path").fill_null(""))
+    return pl.col("images").list.eval(ident).list.sort().list.join(",").fill_null("")
 
 
 def _check_columns(df: pl.DataFrame, stage: str, *cols: str) -> None:
@@ -318,6 +318,22 @@ def near_duplicate_clusters(
     return labels, info
 
 
+def _clustered_rows(labels: np.ndarray) -> np.ndarray:
+    """Rows whose label is shared with at least one other row."""
+    return np.flatnonzero(np.bincount(labels)[labels] > 1)
+
+
+def _refine(labels: np.ndarray, rows: np.ndarray, keys: Sequence[str]) -> tuple[np.ndarray, int]:
+    """Split the clusters of `rows` so that members share their key; (new labels, clusters split)."""
+    _, code = np.unique(np.array(keys, dtype=object), return_inverse=True)
+    width = int(code.max()) + 1
+    groups, new = np.unique(labels[rows] * width + code, return_inverse=True)
+    _, per_cluster = np.unique(groups // width, return_counts=True)
+    out = labels.copy()
+    out[rows] = int(labels.max()) + 1 + new  # fresh labels, disjoint from the singletons'
+    return out, int((per_cluster > 1).sum())
+
+
 def split_by_answer(df: pl.DataFrame, labels: np.ndarray, answer_col: str) -> tuple[np.ndarray, int]:
     """Split each cluster of near-duplicate texts by its members' normalized answers.
 
@@ -334,7 +350,7 @@ def split_by_answer(df: pl.DataFrame, labels: np.ndarray, answer_col: str) -> tu
     ([1, 1, 2, 1], 1)
     """
     labels = np.asarray(labels, dtype=np.int64)
-    rows = np.flatnonzero(np.bincount(labels)[labels] > 1)
+    rows = _clustered_rows(labels)
     if not len(rows):
         return labels, 0
     answers = df.get_column(answer_col).cast(pl.Utf8).gather(rows).to_list()
@@ -347,14 +363,29 @@ def split_by_answer(df: pl.DataFrame, labels: np.ndarray, answer_col: str) -> tu
         if a and (lab not in first or i < first[lab][0]):
             first[lab] = (i, a)
     norm = [a or first.get(lab, ("", ""))[1] for lab, a in zip(labels[rows].tolist(), norm, strict=True)]
-    _, code = np.unique(np.array(norm, dtype=object), return_inverse=True)
-    pair = labels[rows] * (int(code.max()) + 1) + code
-    groups, new = np.unique(pair, return_inverse=True)
-    _, per_cluster = np.unique(groups // (int(code.max()) + 1), return_counts=True)
-    n_split = int((per_cluster > 1).sum())
-    out = labels.copy()
-    out[rows] = int(labels.max()) + 1 + new  # fresh labels, disjoint from the singletons'
-    return out, n_split
+    return _refine(labels, rows, norm)
+
+
+def split_by_images(df: pl.DataFrame, labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """Split each cluster of near-duplicate texts by its members' images (sha256 sets).
+
+    "How many triangles are in the figure?" over two different figures is two
+    problems. Near-identical images (a re-encoded copy) are `dedup_images`'s
+    job; here only the same files stay together.
+
+    >>> img = pl.Struct({"path": pl.Utf8, "sha256": pl.Utf8})
+    >>> df = pl.DataFrame({"images": [[{"path": "a.png", "sha256": "aa"}],
+    ...                               [{"path": "b.png", "sha256": "bb"}],
+    ...                               [{"path": "c.png", "sha256": "aa"}]]}, schema={"images": pl.List(img)})
+    >>> split_by_images(df, np.array([0, 0, 0]))
+    (array([1, 2, 1]), 1)
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    rows = _clustered_rows(labels)
+    if not len(rows) or "images" not in df.columns:
+        return labels, 0
+    keys = df.select(_image_key(df)).to_series().gather(rows).to_list()
+    return _refine(labels, rows, keys)
 
 
 def dedup_near(
@@ -375,9 +406,10 @@ def dedup_near(
     has `answer_col` (the Sample schema's ``answer``; None or "" turns it off), a
     cluster is then split by normalized answer (`split_by_answer`): two texts
     that differ in a word or a number and have different answers are different
-    problems. Dropped rows get ``near_duplicate``, ``duplicate_of``
+    problems. Rows with images stay merged only when their image files are the
+    same (`split_by_images`). Dropped rows get ``near_duplicate``, ``duplicate_of``
     and ``similarity`` (estimated Jaccard to their representative);
-    ``info["clusters_split_by_answer"]`` counts the splits.
+    ``info["clusters_split_by_answer"]`` and ``["clusters_split_by_images"]`` count the splits.
 
     >>> base = "Natalia sold clips to 48 of her friends in April and then half as many in May"
     >>> df = pl.DataFrame({"id": ["a", "b", "c"],
@@ -397,6 +429,8 @@ def dedup_near(
     info = {"seconds_signatures": round(t_sig, 4), **info}
     if answer_col and answer_col in df.columns:
         labels, info["clusters_split_by_answer"] = split_by_answer(df, labels, answer_col)
+    if "images" in df.columns:
+        labels, info["clusters_split_by_images"] = split_by_images(df, labels)
     return _split_clusters(df, labels, "near_duplicate", info,
                            similarity=lambda rows, reps: _agreement(sig, rows, reps))
 

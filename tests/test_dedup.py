@@ -368,3 +368,29 @@ def test_near_merges_when_answers_agree_after_normalization_or_are_missing():
     pair = sorted([min(df2["id"][:2]), df2["id"][2]])
     assert out2.dropped["id"].to_list() == [pair[1]]
     assert out2.dropped["duplicate_of"].to_list() == [pair[0]]
+
+
+def _with_images(prompts: list[str], images: list[list[tuple[str, str | None]]]) -> pl.DataFrame:
+    img = pl.Struct({"path": pl.Utf8, "sha256": pl.Utf8})
+    return pl.DataFrame(
+        {"id": [f"r{i}" for i in range(len(prompts))], "prompt": prompts,
+         "images": [[{"path": p, "sha256": h} for p, h in row] for row in images]},
+        schema={"id": pl.Utf8, "prompt": pl.Utf8, "images": pl.List(img)},
+    )
+
+
+def test_near_keeps_the_same_question_over_different_figures():
+    q = "How many triangles can you count in the figure shown above, including the small ones?"
+    df = _with_images([q, q + " ", q.replace("shown above", "above")],
+                      [[("a.png", "aa")], [("b.png", "bb")], [("c.png", "aa")]])
+    out = dedup_near(df, shingle_size=1, threshold=0.7)
+    # r0 and r2 share the figure (same sha256): one problem; r1 has another figure
+    assert out.dropped["id"].to_list() == ["r2"] and out.dropped["duplicate_of"].to_list() == ["r0"]
+    assert out.info["clusters_split_by_images"] == 1
+
+
+def test_unhashed_images_count_by_path():
+    q = "Which shape comes next in the sequence?"
+    df = _with_images([q, q, q], [[("a.png", None)], [("b.png", None)], [("a.png", None)]])
+    assert dedup_exact(df).dropped["id"].to_list() == ["r2"]
+    assert dedup_near(df, shingle_size=1).dropped["id"].to_list() == ["r2"]
