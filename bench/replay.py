@@ -49,6 +49,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from curate.io import write_json_atomic  # noqa: E402
 from sampling import SampleStats, make_sampler  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "One-Shot-RLVR" / "acc_step_500.json"
@@ -264,9 +265,7 @@ def main() -> int:
     print("best with coverage >= 0.80 in every window:", out["best_with_coverage_0.80"])
     res = ROOT / "bench" / "results" / "replay.json"
     res.parent.mkdir(parents=True, exist_ok=True)
-    tmp = res.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
-    tmp.replace(res)
+    write_json_atomic(out, res)
     return 0
 
 

@@ -19,7 +19,6 @@ then `next_batch(512)`.  Measured in one run, on the same ids and rewards:
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
@@ -32,6 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from curate.io import write_json_atomic  # noqa: E402
 from sampling import SampleStats, ThompsonSampler  # noqa: E402
 from sampling.index import DictIdIndex, SortedIdIndex  # noqa: E402
 
@@ -190,9 +190,7 @@ def main() -> int:
           f"with the id strings {m['with_id_strings_mb_per_million']:.0f} MiB")
     res = ROOT / "bench" / "results" / ("store.json" if n == 1_000_000 else f"store-{n}.json")
     res.parent.mkdir(parents=True, exist_ok=True)
-    tmp = res.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
-    tmp.replace(res)
+    write_json_atomic(out, res)
     return 0
 
 
