@@ -53,6 +53,9 @@ ROLLOUT_SCHEMA = pa.schema(
         ("score", pa.float64()),
         ("policy_version", pa.int64()),
         ("ts", pa.timestamp("us", tz="UTC")),
+        # whether the response's group went into the policy update (fill mode drops
+        # zero-variance groups and any beyond the batch); null where unknown (imports)
+        ("kept", pa.bool_()),
     ]
 )
 

@@ -42,7 +42,9 @@ import pyarrow.parquet as pq
 from curate.schema import ROLLOUT_REQUIRED, ROLLOUT_SCHEMA
 
 NAMED_QUERIES = ("pass_rates", "informative_ratio", "reward_curve", "domain_curves",
-                 "length_vs_reward", "stuck_prompts")
+                 "length_vs_reward", "stuck_prompts", "calibration", "rollout_cost")
+
+_DUCK_TYPES = {"bool": "BOOLEAN", "int64": "BIGINT", "double": "DOUBLE", "string": "VARCHAR"}
 
 # Columns of an empty `stats` view (DESIGN.md "Sample statistics"), so queries still bind.
 _STATS_EMPTY = """
@@ -151,7 +153,12 @@ def connect(run_or_glob: str | os.PathLike | Sequence[str | os.PathLike], *, thr
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     if rfiles:
-        con.execute(f"CREATE VIEW rollouts AS SELECT * FROM read_parquet({_list(rfiles)}, union_by_name = true)")
+        src = f"read_parquet({_list(rfiles)}, union_by_name = true)"
+        have = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
+        # columns the schema gained later (e.g. `kept`) read as null in older logs
+        extra = "".join(f", CAST(NULL AS {_DUCK_TYPES[str(f.type)]}) AS \"{f.name}\""
+                        for f in ROLLOUT_SCHEMA if f.name not in have and str(f.type) in _DUCK_TYPES)
+        con.execute(f"CREATE VIEW rollouts AS SELECT *{extra} FROM {src}")
     else:
         raise LakeError(f"{', '.join(map(str, runs))}: no readable rollout part under rollouts/")
     if sfiles:

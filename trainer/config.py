@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
 _STRICT = ConfigDict(extra="forbid")
@@ -85,6 +85,16 @@ class GRPOConfig(_Loadable):
     "dr_grpo" (sum over tokens divided by responses x max_new_tokens).
     adv_scale: divide advantages by the group std ("group"), the batch std
     ("batch") or not at all ("none", Dr. GRPO).
+    fill: DAPO dynamic sampling. Off: each step rolls out `prompts_per_step`
+    groups and updates on the informative ones among them. On: each step draws
+    groups from the sampler in rounds until `prompts_per_step` informative
+    groups are in hand and updates on exactly those; every rollout generated
+    is logged (kept = false for the dropped), so a run's cost is its rollouts.
+    fill_max_rounds: rounds per step before the step goes on with fewer groups.
+    fill_round_max: the largest round, in multiples of `prompts_per_step`.
+    sampler_args: keyword arguments of the sampler (`sampling.make_sampler`).
+    store_args: `sampling.StoreParams` fields of the statistics store (e.g.
+    share = true, group_keys = ["level"]), checked when the config is read.
 
     >>> cfg = GRPOConfig(group_size=4, loss_agg="dr_grpo", adv_scale="none")
     >>> cfg.group_size, cfg.loss_agg, cfg.adv_scale, (cfg.clip_low, cfg.clip_high)
@@ -112,8 +122,12 @@ class GRPOConfig(_Loadable):
     loss_agg: Literal["token", "sequence", "dr_grpo"] = "token"
     adv_scale: Literal["group", "batch", "none"] = "group"
     drop_uninformative: bool = True
+    fill: bool = False
+    fill_max_rounds: int = Field(default=8, ge=1)
+    fill_round_max: float = Field(default=4.0, ge=1)
     sampler: str = "thompson"
     sampler_args: dict[str, Any] = Field(default_factory=dict)
+    store_args: dict[str, Any] = Field(default_factory=dict)
     reward_correct: float = 1.0
     reward_format: float = 0.1
     reward_length: float = 0.0
@@ -121,6 +135,28 @@ class GRPOConfig(_Loadable):
     keep_checkpoints: int = Field(default=2, ge=1)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+    @field_validator("store_args")
+    @classmethod
+    def _known_store_params(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from sampling import StoreParams
+
+        try:
+            StoreParams(**v)
+        except TypeError as exc:
+            allowed = ", ".join(f.name for f in dataclasses.fields(StoreParams))
+            raise ValueError(f"{exc}; the store takes {allowed}") from None
+        return v
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, v: str) -> str:
+        from sampling import SAMPLERS
+
+        if v not in SAMPLERS:
+            raise ValueError(f"unknown sampler {v!r}; choose one of {sorted(SAMPLERS)}")
+        return v
 
 
 @dataclass(config=_STRICT)
