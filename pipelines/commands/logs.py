@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from curate.io import write_json_atomic
 
     if args.logs_cmd == "import":
-        from trainer.rollout_log import RolloutWriter
+        from curate.rollout_log import RolloutWriter
 
         table, info = _read(args.src, args.format, run_id=args.run_id, correct_threshold=args.correct_threshold,
                             tokenizer=args.tokenizer)
