@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 
 
@@ -47,17 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _read(src: str, fmt: str, **kw):
-    from curate.importers import RolloutImportError, import_info, read_rollouts
-    from pipelines.cli import UserError
+    from curate.importers import import_info, read_rollouts
+    from pipelines.commands import warnings_to_stderr
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            table = read_rollouts(src, fmt, **kw)
-        except RolloutImportError as exc:
-            raise UserError(str(exc)) from exc
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
+    with warnings_to_stderr():
+        table = read_rollouts(src, fmt, **kw)
     return table, import_info(table)
 
 

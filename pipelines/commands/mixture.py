@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 
 from curate import mixture
-from curate.io import write_json_atomic, write_parquet_atomic, write_text_atomic
+from curate.io import read_table, write_json_atomic, write_parquet_atomic, write_text_atomic
 from pipelines.cli import UserError
 
 
@@ -54,14 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _read_table(path: str) -> pl.DataFrame:
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{path}: no such file")
-    try:
-        return pl.read_parquet(p) if p.suffix in (".parquet", ".pq") else pl.read_csv(p)
-    except Exception as exc:
-        raise UserError(f"{path}: cannot read as {'Parquet' if p.suffix == '.parquet' else 'CSV'}"
-                        f" ({exc})") from exc
+    return pl.from_arrow(read_table(path))
 
 
 def _write_table(df: pl.DataFrame, path: str | None) -> None:
