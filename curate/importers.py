@@ -177,7 +177,7 @@ def _read_jsonl(path: Path, info: dict) -> list[dict]:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
                 info["bad_lines"].append({"file": str(path), "line": lineno, "error": str(exc),
-                                          "text": line[:10_000]})
+                                          "text": line.rstrip("\r\n")})
                 warnings.warn(f"{path}:{lineno}: skipped a line that is not JSON ({exc})",
                               RolloutImportWarning, stacklevel=4)
                 continue

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import os
 import random
 import signal
@@ -445,7 +444,3 @@ class _Progress:
     def __exit__(self, *exc) -> None:
         if self._p is not None:
             self._p.__exit__(*exc)
-
-
-def metrics_json(history: list[StepMetrics]) -> str:
-    return json.dumps([m.__dict__ for m in history])
