@@ -412,7 +412,7 @@ def guess_preset(path: str | os.PathLike, fmt: str | None = None) -> str:
     kind = fmt or FORMATS.get(path.suffix.lower())
     keys: set[str] = set()
     if kind in _READERS:
-        with_keys = (rec for _, rec, err in _READERS[kind](path) if err is None)
+        with_keys = (rec for _, rec, err, _raw in _READERS[kind](path) if err is None)
         keys = set(next(with_keys, None) or {})
     for preset, needed in (("sample", {"prompt", "answer"}), ("mathv", {"question", "options"}),
                            ("gsm8k", {"question", "answer"}), ("math", {"problem", "solution"})):

@@ -34,12 +34,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PositiveInt,
     ValidationError,
     ValidationInfo,
+    model_serializer,
     model_validator,
 )
 
@@ -100,16 +99,26 @@ class OutputSpec(Config):
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
 
 
-class StageSpec(BaseModel):
-    """`stage` names the step; the other keys are its parameters."""
+class StageSpec(Config):
+    """One ``[[stages]]`` entry: `stage` names the step, `enabled` (default true) can switch it
+    off, and every other key is one of its parameters (kept in `params`, written back flat)."""
 
-    model_config = ConfigDict(extra="allow")
     stage: str
     enabled: bool = True
+    params: dict[str, Any] = Field(default_factory=dict)
 
-    @property
-    def params(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_params(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            own = {k: data[k] for k in ("stage", "enabled") if k in data}
+            data = {**own, "params": {k: v for k, v in data.items() if k not in own}}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        return {**{k: v for k, v in out.items() if k != "params"}, **out.get("params", {})}
 
 
 class CurationSpec(Config):
@@ -141,7 +150,7 @@ class CurationSpec(Config):
         for i, st in enumerate(self.stages):
             view = SpecView(eval_sets=tuple(names), base=base, enabled=st.enabled)
             step = stage_class(st.stage, f"stages[{i}]")
-            st.__pydantic_extra__ = step.validate(st.params, f"stages[{i}]", view)
+            st.params = step.validate(st.params, f"stages[{i}]", view)
         return self
 
     def steps(self) -> list[tuple[str, StageSpec, Step]]:
