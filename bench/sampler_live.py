@@ -34,7 +34,6 @@ Writes bench/results/sampler_live.json.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shutil

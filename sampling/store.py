@@ -40,7 +40,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate.io import write_parquet_atomic  # the one atomic writer (a leaf module)
 from sampling.diversity import distinct_ngram_ratio
 from sampling.groups import GroupHierarchy, fit_prompt_strength
 from sampling.index import DictIdIndex
@@ -771,7 +771,7 @@ class SampleStats:
             meta["sampler"] = encode_state(sampler.state_dict())
         table = self.to_arrow(raw=True)
         table = table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
-        _write_parquet_atomic(table, path)
+        write_parquet_atomic(table, path)
         return path
 
     @classmethod
@@ -918,19 +918,3 @@ def beta_informative(a: np.ndarray, b: np.ndarray, g: int) -> np.ndarray:
         ep *= (a + i) / (a + b + i)
         eq *= (b + i) / (a + b + i)
     return 1.0 - ep - eq
-
-
-def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    # mkstemp makes 0600 files; give the snapshot the mode of any other new file
-    mask = os.umask(0)
-    os.umask(mask)
-    os.fchmod(fd, 0o666 & ~mask)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import os
 import random
 import signal
@@ -34,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from curate.rollout_log import RolloutWriter
 from trainer import checkpoint as ckpt
 from trainer.config import GRPOConfig
 from trainer.generation import (
@@ -45,7 +45,6 @@ from trainer.generation import (
 from trainer.losses import group_advantages, informative_groups, policy_loss
 from trainer.modeling import auto_device
 from trainer.rewards import CombinedReward, default_reward
-from trainer.rollout_log import RolloutWriter
 from trainer.schedule import make_scheduler
 
 KILL_ENV = "THRESHER_KILL_AT"  # test hook: "<point>:<step>", point in {after_update, after_log, after_checkpoint}
@@ -170,10 +169,12 @@ class GRPOTrainer:
                                                config.reward_length, config.max_new_tokens)
         self.progress = progress
         self._index_samples(samples)
-        from sampling import SampleStats, make_sampler
+        from sampling import SampleStats, StoreParams, make_sampler
 
-        self.stats = stats if stats is not None else SampleStats.from_samples(
-            samples, **config.store_args)
+        if stats is None:
+            params = StoreParams(**config.store_args) if config.store_args else None
+            stats = SampleStats.from_samples(samples, params=params)
+        self.stats = stats
         self._make_sampler = lambda st: make_sampler(config.sampler, st, **self._sampler_kwargs())
         self.sampler = sampler if sampler is not None else self._make_sampler(self.stats)
         self.sampler_name = config.sampler if sampler is None else type(sampler).__name__
@@ -549,7 +550,3 @@ class _Progress:
     def __exit__(self, *exc) -> None:
         if self._p is not None:
             self._p.__exit__(*exc)
-
-
-def metrics_json(history: list[StepMetrics]) -> str:
-    return json.dumps([m.__dict__ for m in history])
