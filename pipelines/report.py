@@ -121,6 +121,13 @@ def run_figures(lake: Lake) -> dict[str, Any]:
     }
 
 
+def calibration_error(cal: pl.DataFrame | None) -> float | None:
+    """Expected calibration error of a calibration table (bins with groups, predicted, observed)."""
+    if cal is None or not cal.height:
+        return None
+    return float(((cal["observed"] - cal["predicted"]).abs() * cal["groups"]).sum() / cal["groups"].sum())
+
+
 def _mean(s: pl.Series) -> float:
     v = s.drop_nulls().mean() if s.len() else None
     return float(v) if v is not None else math.nan
@@ -187,8 +194,11 @@ def plots(figs: dict[str, Any]) -> list[tuple[str, str, str]]:
                           title="Selection vs posterior mean", xlabel="posterior mean pass rate",
                           ylabel="share")))
     cal = sel["calibration"]
+    ece = calibration_error(cal)
     out.append(("Posterior calibration", "Observed group accuracy against the posterior mean the sampler "
-                "saw when it picked the group (dashed: perfect calibration).",
+                "saw when it picked the group (dashed: perfect calibration)"
+                + (f"; expected calibration error {ece:.3f} (10 bins, weighted by groups)."
+                   if ece is not None else "."),
                 line_chart([("observed", cal["predicted"].to_list(), cal["observed"].to_list())] if cal is not None
                            else [], title="Posterior mean vs observed accuracy", xlabel="posterior mean at selection",
                            ylabel="observed accuracy", ylim=(0, 1), diagonal=True, markers=True)))

@@ -62,6 +62,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "dedup_near": ("curate.dedup", "dedup_near"),
     "dedup_images": ("curate.dedup", "dedup_images"),
     "decontaminate": ("curate.decontam", "Decontaminate"),
+    "cluster": ("curate.embedding", "cluster"),
 }
 
 class _Input(Config):

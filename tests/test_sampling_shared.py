@@ -4,6 +4,7 @@ sampler options (skip_flat, max_staleness) and calibration."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -212,3 +213,35 @@ def test_store_params_round_trip_through_asdict():
     p = StoreParams(share=True, group_keys=["level", "type"], decay_unit="visits")
     assert p.group_keys == ("level", "type")
     assert StoreParams(**dataclasses.asdict(p)) == p
+
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "calibration"
+
+
+def test_quickstart_log_replays_exactly_and_is_calibrated():
+    """The quickstart's own log (tests/fixtures/calibration, made by make_fixture.py):
+    replayed through a store with the quickstart's settings, the predictions equal the
+    sampler's logged p_estimate, and their calibration error is at most 0.05."""
+    import tomllib
+
+    import pyarrow.parquet as pq
+
+    cfg = tomllib.loads((Path(__file__).resolve().parents[1] / "examples" / "quickstart.toml")
+                        .read_text())["grpo"]
+    prompts = pq.read_table(FIXTURE / "prompts.parquet")
+    groups = pq.read_table(FIXTURE / "groups.parquet").to_pydict()
+    g = cfg["group_size"]
+    stats = SampleStats.from_samples(prompts, group_size=g, **cfg["store_args"])
+    steps, start = [], 0
+    step_col = groups["step"]
+    while start < len(step_col):
+        end = start
+        while end < len(step_col) and step_col[end] == step_col[start]:
+            end += 1
+        k = np.array(groups["k"][start:end])
+        rewards = (np.arange(g)[None, :] < k[:, None]).astype(float)
+        steps.append((int(step_col[start]), groups["sample_id"][start:end], rewards))
+        start = end
+    pred, obs = replay_predictions(stats, steps)
+    np.testing.assert_allclose(pred, np.array(groups["p_estimate"], dtype=float), atol=1e-6)
+    assert expected_calibration_error(pred, obs) <= 0.05

@@ -88,9 +88,10 @@ def run(args: argparse.Namespace) -> int:
               ", ".join(f"{b} {bins.get(b, 0)}" for b in ("never", "hard", "medium", "easy", "always")))
     cal = figs["selection"]["calibration"]
     if cal is not None and cal.height:
-        gap = float((cal["observed"] - cal["predicted"]).abs().mean())
-        con.print(f"sampler ({', '.join(figs['selection']['samplers'])}): mean |observed - posterior| "
-                  f"over posterior bins = {gap:.3f}")
+        from pipelines.report import calibration_error
+
+        con.print(f"sampler ({', '.join(figs['selection']['samplers'])}): expected calibration error "
+                  f"of its posterior means = {calibration_error(cal):.3f} (10 bins, weighted by groups)")
     if figs["stuck"].height:
         con.print(f"[yellow]{figs['stuck'].height} stuck prompt(s)[/yellow] (sampled in 2+ steps, never solved): "
                   "thresher query RUN --named stuck_prompts")
