@@ -56,7 +56,11 @@ STAGES: dict[str, tuple[str, str]] = {
     "dedup_near": ("curate.dedup", "dedup_near"),
     "dedup_images": ("curate.dedup", "dedup_images"),
     "decontaminate": ("curate.decontam", "decontaminate"),
+    "rollout": ("pipelines.rollout", "rollout"),
+    "difficulty": ("curate.difficulty", "difficulty"),
 }
+# stage parameters that are paths: resolved against the spec file's folder
+PATH_PARAMS = {"rollout": ("model", "out"), "difficulty": ("run",)}
 # parameters the runner fills in itself, never from the spec
 RUNNER_ARGS = {"decontaminate": {"eval_texts"}}
 # spec-only keys a stage takes besides its function's parameters
@@ -224,6 +228,9 @@ def _resolve_paths(spec: CurationSpec, base: Path | None) -> CurationSpec:
     for item in [*spec.sources, *spec.eval_sets]:
         item.path = [fix(p) for p in item.paths()] if isinstance(item.path, list) else fix(item.path)
     for st in spec.stages:
+        for key in PATH_PARAMS.get(st.stage, ()):
+            if st.params.get(key):
+                st.__pydantic_extra__[key] = fix(st.params[key])
         if st.stage == "decontaminate" and st.params.get("against"):
             names = {e.name for e in spec.eval_sets}
             st.__pydantic_extra__["against"] = [a if a in names else fix(a) for a in st.params["against"]]
