@@ -131,6 +131,11 @@ def rollout_data(data: str | os.PathLike | pa.Table, model: str, out: str | os.P
     table = check_samples(table, where)  # before loading a model: bad data fails fast
     source = {"data": where, "model": str(model), "rows": table.num_rows}
     if settings.engine == "vllm":
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise RolloutInputError("--engine vllm: vLLM is not installed here (it needs a CUDA GPU "
+                                    "machine: pip install vllm); use --engine hf")
         path = Path(model)
         if not path.is_dir():
             raise RolloutInputError(f"--engine vllm needs a model directory, got {str(model)!r}")
