@@ -41,11 +41,19 @@ lint: $(STAMP)
 VERL_VERSIONS ?= 0.7.1 0.9.1
 VERL_EXTRAS_0.9.1 := [verl-core]
 
+# verl 0.7.1 pins numpy < 2 (thresher asks numpy >= 2 but runs on 1.26): verl goes in first,
+# its resolved versions are frozen as constraints, and thresher is added with --no-deps
+# plus its remaining requirements under those constraints.
+THRESHER_DEPS := polars pyarrow duckdb scipy scikit-learn datasketch math-verify xxhash imagehash pillow pydantic rich
+
 .venv-verl-%/.installed: pyproject.toml Makefile
 	test -x .venv-verl-$*/bin/python || $(PYTHON) -m venv .venv-verl-$*
 	.venv-verl-$*/bin/python -m pip install -q --upgrade pip
 	.venv-verl-$*/bin/python -m pip install -q "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
-	.venv-verl-$*/bin/python -m pip install -q -e . "verl$(VERL_EXTRAS_$*)==$*" "$(TORCH_SPEC)" pytest $(TORCH_PIP_ARGS)
+	.venv-verl-$*/bin/python -m pip install -q "verl$(VERL_EXTRAS_$*)==$*" "$(TORCH_SPEC)" pytest $(TORCH_PIP_ARGS)
+	.venv-verl-$*/bin/python -m pip freeze --exclude-editable | grep -v '^-e' > .venv-verl-$*/verl-pins.txt
+	.venv-verl-$*/bin/python -m pip install -q -c .venv-verl-$*/verl-pins.txt $(THRESHER_DEPS)
+	.venv-verl-$*/bin/python -m pip install -q --no-deps -e .
 	touch $@
 
 verl-env: $(foreach v,$(VERL_VERSIONS),.venv-verl-$(v)/.installed)

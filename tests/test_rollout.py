@@ -6,14 +6,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 import pytest
-
 from rollout_helpers import ROOT, THRESHER, band_pipeline, thresher
 
 os.environ["HF_HUB_OFFLINE"] = "1"
