@@ -40,6 +40,9 @@ lint: $(STAMP)
 # (RayPPOTrainer(train_sampler=...)). `make test-verl` runs tests/verl/ in both.
 VERL_VERSIONS ?= 0.7.1 0.9.1
 VERL_EXTRAS_0.9.1 := [verl-core]
+# verl 0.7.1 pins numpy < 2, while today's pyarrow (>= 21) needs numpy 2 and datasets >= 4 needs
+# that pyarrow: hold both back so `import verl` works
+VERL_PINS_0.7.1 := "numpy<2" "pyarrow<21" "datasets<4"
 
 # verl 0.7.1 pins numpy < 2 (thresher asks numpy >= 2 but runs on 1.26): verl goes in first,
 # its resolved versions are frozen as constraints, and thresher is added with --no-deps
@@ -50,7 +53,7 @@ THRESHER_DEPS := polars pyarrow duckdb scipy scikit-learn datasketch math-verify
 	test -x .venv-verl-$*/bin/python || $(PYTHON) -m venv .venv-verl-$*
 	.venv-verl-$*/bin/python -m pip install -q --upgrade pip
 	.venv-verl-$*/bin/python -m pip install -q "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
-	.venv-verl-$*/bin/python -m pip install -q "verl$(VERL_EXTRAS_$*)==$*" "$(TORCH_SPEC)" pytest $(TORCH_PIP_ARGS)
+	.venv-verl-$*/bin/python -m pip install -q "verl$(VERL_EXTRAS_$*)==$*" $(VERL_PINS_$*) "$(TORCH_SPEC)" pytest $(TORCH_PIP_ARGS)
 	.venv-verl-$*/bin/python -m pip freeze --exclude-editable | grep -v '^-e' > .venv-verl-$*/verl-pins.txt
 	.venv-verl-$*/bin/python -m pip install -q -c .venv-verl-$*/verl-pins.txt $(THRESHER_DEPS)
 	.venv-verl-$*/bin/python -m pip install -q --no-deps -e .
