@@ -76,7 +76,7 @@ def band_pipeline(tmp: Path) -> dict[str, Path]:
     thresher("rollout", curated, "--model", model, "--k", "8", "--max-new-tokens", "6",
              "--out", run, "--no-progress", "--seed", "0")
     band_spec = tmp / "band.toml"
-    band_spec.write_text(f'name = "band"\n[[sources]]\npath = "{curated}"\npreset = "sample"\nname = "gsm8k"\n'
+    band_spec.write_text(f'name = "band"\n[[sources]]\npath = "{curated}/part-*.parquet"\npreset = "sample"\nname = "gsm8k"\n'
                          f'[[stages]]\nstage = "difficulty"\nrun = "{run}"\n')
     band = tmp / "band"
     thresher("curate", band_spec, "--out", band, "--no-progress")

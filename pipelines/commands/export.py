@@ -36,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
                    prompt_style=args.prompt_style, where=str(args.data))
     except (ExportError, RolloutInputError) as exc:
         raise UserError(str(exc)) from None
+    if not m["rows"]:
+        import sys
+
+        print(f"warning: {args.data} has no rows; {args.out}/{m['file']} is empty", file=sys.stderr)
     print(f"exported {m['rows']} rows ({m['multimodal_rows']} with images) as {args.format} -> "
           f"{args.out}/{m['file']}")
     return 0
