@@ -155,6 +155,15 @@ def rollout(df: pl.DataFrame, *, model: str, out: str, k: int = 8, max_new_token
 
     Drops nothing (follow it with the `difficulty` stage to keep a band). The
     sampling resumes: rows already in `out`'s log are not sampled again.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "tiny.toml").write_text("[model]\\nhidden_size = 16\\nnum_layers = 1\\n"
+    ...                                  "num_heads = 2\\nintermediate_size = 32\\n")
+    >>> df = pl.DataFrame({"id": ["a", "b"], "prompt": ["1+1=", "2+2="], "answer": ["2", "4"]})
+    >>> out = rollout(df, model=str(d / "tiny.toml"), out=str(d / "run"), k=2, max_new_tokens=3)
+    >>> out.kept.select("id", "difficulty", "n_rollouts").rows(), out.info["responses"]
+    ([('a', 0.0, 2), ('b', 0.0, 2)], 4)
     """
     from curate.difficulty import read_pass_rates
 
