@@ -37,7 +37,7 @@ lint: $(STAMP)
 
 # verl pins transformers < 5.11, so the real verl lives in its own venvs, one per
 # interface: 0.7.1 (the last with data.sampler.class_path) and 0.9.1
-# (RayPPOTrainer(train_sampler=...)). `make test-verl` runs tests/verl/ in both.
+# (RayPPOTrainer(train_sampler=...)). `make test-verl` runs tests/real_verl/ in both.
 VERL_VERSIONS ?= 0.7.1 0.9.1
 VERL_EXTRAS_0.9.1 := [verl-core]
 # verl 0.7.1 pins numpy < 2, while today's pyarrow (>= 21) needs numpy 2 and datasets >= 4 needs
@@ -63,7 +63,7 @@ verl-env: $(foreach v,$(VERL_VERSIONS),.venv-verl-$(v)/.installed)
 
 test-verl: verl-env
 	set -e; for v in $(VERL_VERSIONS); do \
-	  echo "== verl $$v"; HF_HUB_OFFLINE=1 .venv-verl-$$v/bin/python -m pytest -q -p no:cacheprovider tests/verl $(PYTEST_ARGS); \
+	  echo "== verl $$v"; HF_HUB_OFFLINE=1 .venv-verl-$$v/bin/python -m pytest -q -p no:cacheprovider tests/real_verl $(PYTEST_ARGS); \
 	done
 
 clean:

@@ -1,4 +1,4 @@
-"""Shared by the rollout / export tests (and tests/verl): a tiny model that answers 3 or 7,
+"""Shared by the rollout / export tests (and tests/real_verl): a tiny model that answers 3 or 7,
 and the raw-files -> curate -> rollout -> difficulty band pipeline through the CLI."""
 
 from __future__ import annotations
