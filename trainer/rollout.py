@@ -138,6 +138,14 @@ def check_samples(table: pa.Table, where: str = "data") -> pa.Table:
             ids = [g if g is not None else i for g, i in zip(given, ids, strict=True)]
             table = table.drop_columns(["id"])
         table = table.append_column("id", pa.array(ids, pa.string()))
+    if "images" in table.column_names:
+        n_img = pc.fill_null(pc.list_value_length(table.column("images")), 0)
+        with_images = pc.indices_nonzero(pc.greater(n_img, 0))
+        if len(with_images):
+            raise RolloutInputError(
+                f"{where}: row {with_images[0].as_py()}: has images; rollouts sample text-only causal "
+                f"LMs ({len(with_images)} rows with images): curate the text-only sources into "
+                "a set of their own and sample that")
     dup = pc.value_counts(table.column("id"))
     many = [d["values"].as_py() for d in dup if d["counts"].as_py() > 1]
     if many:
