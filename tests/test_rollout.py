@@ -151,6 +151,13 @@ def test_bad_input_names_what_and_where(curated, tmp_path):
     assert p.returncode == 2 and "t.jsonl: row 0: answer_type 'code' has no verifier" in p.stderr
     assert not out.exists()
 
+    from trainer.rollout import RolloutInputError, check_samples
+
+    img = pa.array([[], [{"path": "f.png", "sha256": "s"}]],
+                   pa.list_(pa.struct([("path", pa.string()), ("sha256", pa.string())])))
+    with pytest.raises(RolloutInputError, match=r"mm.parquet: row 1: has images"):
+        check_samples(pa.table({"prompt": ["a", "b"], "answer": ["1", "2"], "images": img}), "mm.parquet")
+
     p = thresher("rollout", curated, "--model", ROOT / "examples" / "quickstart.toml", "--out", out,
                  "--engine", "vllm", check=False)
     try:
