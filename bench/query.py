@@ -1,6 +1,6 @@
 """Named queries over a 10M-row rollout log: DuckDB (`thresher query`) vs polars, side by side.
 
-The bench writes a synthetic run with trainer.rollout_log.RolloutWriter (one part
+The bench writes a synthetic run with curate.rollout_log.RolloutWriter (one part
 per step, 1,024 groups of 8 a step, 200k prompts in 6 domains; columns built
 with numpy / Arrow `take`, no per-row Python), then times each named query
 (pipelines/queries/*.sql) through pipelines.query.connect, and the same query
@@ -31,8 +31,8 @@ import pyarrow as pa  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from curate.rollout_log import RolloutWriter  # noqa: E402
 from pipelines.query import NAMED_QUERIES, connect, run_named  # noqa: E402
-from trainer.rollout_log import RolloutWriter  # noqa: E402
 
 GROUPS, G = 1024, 8
 DOMAINS = np.array(["arith", "algebra", "geometry", "counting", "logic", "science"])

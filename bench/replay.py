@@ -53,6 +53,8 @@ from curate.io import write_json_atomic  # noqa: E402
 from sampling import SampleStats, make_sampler  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "One-Shot-RLVR" / "acc_step_500.json"
+TEXT = DATA.parent / "dsr_sub.parquet"
+CLUSTERS = 24
 EPOCHS, WINDOW, BUDGET, G = 50, 10, 0.25, 8
 
 # (label, sampler name, sampler kwargs, store kwargs); store kwargs {} = StoreParams defaults
@@ -63,6 +65,7 @@ GREEDY_COV = {"temperature": 0.0, "coverage": 0.8, "coverage_window": WINDOW}
 BEST = {**GREEDY_COV, "predictive": True}
 PREPASS_STORE = {"fast_half_life": 4.0, "slow_half_life": 32.0, "prior_strength": 1.0}
 PREPASS_SEEDS = (7, 8, 9)
+SHARED_STORE = {"share": True, "fast_half_life": 8.0, "group_half_life": 4.0}
 SAMPLERS = [
     ("uniform", "uniform", {}, {}),
     ("filter (DAPO), same budget", "filter", {"oversample": 1.0}, {}),
@@ -90,8 +93,31 @@ def load_trajectories(path: Path = DATA) -> np.ndarray:
     return acc
 
 
-def _store(n: int, store_kw: dict, prior: np.ndarray | None = None) -> SampleStats:
-    return SampleStats([str(i) for i in range(n)], difficulty=prior, **store_kw)
+def _store(n: int, store_kw: dict, prior: np.ndarray | None = None,
+           labels: list[list[str]] | None = None) -> SampleStats:
+    return SampleStats([str(i) for i in range(n)], difficulty=prior, group_labels=labels,
+                       **store_kw)
+
+
+def text_groups(k: int = CLUSTERS) -> list[list[str]] | None:
+    """Group labels from what a curated set knows before any rollout: the answer's type
+    and a k-means cluster of the problem's MiniLM embedding (dsr_sub.parquet, in the
+    trajectories' index order). None when the data or the packaged model is missing."""
+    import pyarrow.parquet as pq
+
+    from curate.answers import detect_answer_type
+    from curate.embedding import available, cluster_labels, embed
+
+    if not TEXT.exists() or not available():
+        return None
+    t = pq.read_table(TEXT)
+    index = [e["index"] for e in t.column("extra_info").to_pylist()]
+    order = np.argsort(index)
+    texts = [t.column("prompt")[int(i)].as_py()[0]["content"] for i in order]
+    answers = [t.column("reward_model")[int(i)].as_py()["ground_truth"] for i in order]
+    kinds = [detect_answer_type(a) for a in answers]
+    clusters = cluster_labels(embed(texts), k=k, seed=0)
+    return [kinds, [str(c) for c in clusters.tolist()]]
 
 
 def prepass_prior(p0: np.ndarray, seed: int) -> np.ndarray:
@@ -112,13 +138,14 @@ def _metrics(picked: np.ndarray, informative: np.ndarray, n: int) -> dict:
 
 
 def open_loop(acc: np.ndarray, name: str, kw: dict, store_kw: dict, seed: int = 0,
-              observe_all: bool = False, prior: np.ndarray | None = None) -> dict:
+              observe_all: bool = False, prior: np.ndarray | None = None,
+              labels: list[list[str]] | None = None) -> dict:
     """The replay.  observe_all=True (the ceiling row, not a real setting): the store
     is fed every prompt's recorded outcome at every epoch, not only the picked ones.
     prior: a per-prompt difficulty (pass rate) for the store, e.g. prepass_prior."""
     n = len(acc)
     b = int(round(BUDGET * n))
-    stats = _store(n, store_kw, prior)
+    stats = _store(n, store_kw, prior, labels)
     sampler = make_sampler(name, stats, group_size=G, seed=seed, **kw)
     picked, inf = [], []
     for e in range(EPOCHS):
@@ -242,7 +269,21 @@ def main() -> int:
         sampler="thompson+prepass", kwargs=best_kw, store=PREPASS_STORE,
         final_pass_rate=float(np.mean([closed_loop(acc, "thompson", best_kw, PREPASS_STORE, s,
                                                    prepass=True) for s in range(3)])))
-    results += [prepass, ceiling, bound]
+    results += [prepass]
+    labels = text_groups()
+    if labels is not None:
+        # cold start: before any rollout the store knows only the text (answer type and
+        # embedding cluster groups); evidence is shared within them
+        for label, store in (("best + shared store, groups: answer type > text cluster",
+                              {**SHARED_STORE, "group_keys": ("answer_type", "cluster")}),
+                             ("best + shared store, one group (no text)", SHARED_STORE)):
+            r = open_loop(acc, "thompson", best_kw, store,
+                          labels=labels if store.get("group_keys") else None)
+            r.update(label=label, sampler="thompson+shared", kwargs=best_kw,
+                     store={k: list(v) if isinstance(v, tuple) else v for k, v in store.items()},
+                     final_pass_rate=float("nan"))
+            results.append(r)
+    results += [ceiling, bound]
     uni = next(r for r in results if r["label"] == "uniform")
     for r in results:
         r["informative_vs_uniform"] = r["informative"] / uni["informative"]

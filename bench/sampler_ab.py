@@ -36,23 +36,23 @@ def main() -> int:
 
     import duckdb
     import torch
-    import transformers
 
     torch.set_num_threads(args.threads)
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    from trainer.modeling import quiet_transformers
+
+    quiet_transformers()
     from curate.io import write_json_atomic
     from curate.synthetic import make_splits
     from trainer import (
         GRPOConfig,
         GRPOTrainer,
         SFTConfig,
-        SFTTrainer,
         build_tiny_model,
         char_tokenizer,
     )
     from trainer.evaluation import accuracy, evaluate
     from trainer.modeling import TinyModelSpec, load_pretrained
+    from trainer.sft import cold_start
 
     work = Path(tempfile.mkdtemp(prefix="sampler_ab_"))
     train, held = make_splits(6000, 300, seed=0, max_level=2, solution_noise=0.35)
@@ -61,12 +61,10 @@ def main() -> int:
     train = train.take(np.random.default_rng(0).permutation(train.num_rows))  # mix the domains
     sft_set, rl_set = train.slice(0, 2000), train.slice(2000)
     tok = char_tokenizer()
-    model = build_tiny_model(tok, TinyModelSpec(128, 3, 4, 512), seed=0)
     print(f"cold start: SFT {args.sft_steps} steps ...", flush=True)
-    sft = SFTTrainer(model, tok, sft_set, SFTConfig(max_steps=args.sft_steps, batch_size=64, lr=1e-3,
-                                                    warmup_steps=50, device="cpu"), work / "sft")
-    sft.train()
-    cold_dir = sft.save()
+    _, _, cold_dir = cold_start(lambda: (build_tiny_model(tok, TinyModelSpec(128, 3, 4, 512), seed=0), tok),
+                                sft_set, SFTConfig(max_steps=args.sft_steps, batch_size=64, lr=1e-3,
+                                                   warmup_steps=50, device="cpu"), work / "sft")
 
     arms = {}
     for name in ("uniform", "thompson"):

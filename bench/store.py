@@ -11,7 +11,9 @@ then `next_batch(512)`.  Measured in one run, on the same ids and rewards:
 - id lookups for 4,096 ids: dict index vs sorted-array index;
 - thompson exact when every sample has its own prior (no shared-prior groups:
   n Beta draws per step, the worst case);
-- memory per million samples (numeric arrays, plus ids and index).
+- memory per million samples (numeric arrays, plus ids and index);
+- both Thompson steps with evidence shared across prompts (8 domains x 4
+  levels, empirical-Bayes prompt strength), as a ratio to the unshared step.
 
     .venv/bin/python bench/store.py            # 1M samples; --n 10000000 for the 10M target
 """
@@ -70,11 +72,17 @@ def _rewards(rng: np.random.Generator) -> np.ndarray:
 
 
 def time_store(n: int, ids: list[str], pool: float | None, steps: int, seed: int = 0,
-               distinct_priors: bool = False) -> dict:
+               distinct_priors: bool = False, shared: bool = False) -> dict:
     # distinct_priors: every sample has its own curated difficulty, so no two rows
     # share a posterior and exact Thompson must draw all n (its worst case)
     difficulty = np.random.default_rng(seed).random(n) if distinct_priors else None
-    stats = SampleStats(ids, difficulty=difficulty)
+    if shared:  # evidence shared in 8 domains x 4 levels (32 groups), prompt strength fitted
+        rows = np.arange(n)
+        stats = SampleStats(ids, domains=[f"d{d}" for d in (rows % 8).tolist()],
+                            group_labels=[(rows // 8 % 4).astype(str).tolist()], share=True,
+                            group_keys=("level",), decay_unit="visits")
+    else:
+        stats = SampleStats(ids, difficulty=difficulty)
     sampler = ThompsonSampler(stats, group_size=G, seed=seed, pool_factor=pool)
     rng = np.random.default_rng(seed)
     batch = sampler.next_batch(K, step=0)
@@ -155,6 +163,8 @@ def main() -> int:
     pooled = time_store(n, ids, 4.0, args.steps)
     exact = time_store(n, ids, None, max(5, args.steps // 2))
     exact_worst = time_store(n, ids, None, 5, distinct_priors=True)
+    shared_pooled = time_store(n, ids, 4.0, args.steps, shared=True)
+    shared_exact = time_store(n, ids, None, max(5, args.steps // 2), shared=True)
     base_pooled = time_dict(ids, 4 * K, args.steps)
     base_exact = time_dict(ids, None, args.baseline_steps)
     out = {
@@ -165,6 +175,8 @@ def main() -> int:
                   "speedup_vs_dict": base_exact["median_ms"] / exact["median_ms"]},
         "exact_distinct_priors": {**exact_worst,
                                   "note": "every row its own difficulty prior: n Beta draws/step"},
+        "shared_pooled": {**shared_pooled, "vs_unshared": shared_pooled["median_ms"] / pooled["median_ms"]},
+        "shared_exact": {**shared_exact, "vs_unshared": shared_exact["median_ms"] / exact["median_ms"]},
         "lookup": time_lookup(ids),
         "memory": memory(n),
         "targets": {"pooled_ms": 10.0, "exact_ms": 60.0},
@@ -178,6 +190,10 @@ def main() -> int:
     print(f"  thompson exact:     {e['median_ms']:7.2f} ms (update {e['update_ms']:.2f}, "
           f"select {e['next_batch_ms']:.2f}) vs dict store {e['baseline_ms']:8.1f} ms "
           f"-> {e['speedup_vs_dict']:.0f}x")
+    for key, label in (("shared_pooled", "pooled x4"), ("shared_exact", "exact")):
+        sh = out[key]
+        print(f"  sharing on (8 domains x 4 levels), {label}: {sh['median_ms']:7.2f} ms "
+              f"-> {sh['vs_unshared']:.2f}x the unshared step")
     w = out["exact_distinct_priors"]
     print(f"  thompson exact, every row its own prior (n Beta draws): {w['median_ms']:7.2f} ms")
     lk = out["lookup"]

@@ -16,7 +16,8 @@ from typing import Any
 _EXPORTS: dict[str, str] = {
     # schema and ids
     "SAMPLE_SCHEMA": "curate.schema",
-    "ROLLOUT_SCHEMA": "curate.schema",
+    "ROLLOUT_SCHEMA": "curate.rollout_log",
+    "RolloutWriter": "curate.rollout_log",
     "sample_id": "curate.schema",
     # ingest
     "read_samples": "curate.ingest",

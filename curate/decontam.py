@@ -34,8 +34,10 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from curate.config import signature_model
+from curate.errors import ConfigError
 from curate.minhash import shingle_hashes64
-from curate.stage import DROP_REASON, StageOutput
+from curate.stage import DROP_REASON, SpecView, StageContext, StageOutput, Step
 
 Method = Literal["ngram", "embedding", "both"]
 METHODS = ("ngram", "embedding", "both")
@@ -208,3 +210,40 @@ def decontaminate(
         pl.Series("similarity", sim[dropped_rows], dtype=pl.Float64),
     )
     return StageOutput(kept=df.filter(pl.Series(~hit)), dropped=dropped, info=info)
+
+
+class Decontaminate(Step):
+    """The `decontaminate` stage: builds its eval index from its own configuration.
+
+    Keys: those of `decontaminate` (method, ngram, thresholds, ...) plus
+    ``against``: the eval sets to check against, by [[eval_sets]] name or by path
+    (relative to the spec file); all declared eval sets when absent. The texts
+    come from the `StageContext`, like any resource a step needs.
+
+    >>> import polars as pl
+    >>> from curate.stage import StageContext
+    >>> ctx = StageContext({"held-out": lambda: ["What is the capital city of France, in one word?"]})
+    >>> step = Decontaminate.build({"ngram": 4, "against": ["held-out"]})
+    >>> step.run(pl.DataFrame({"prompt": ["What is the capital city of France, in one word?",
+    ...                                    "Name a prime."]}), ctx).drops_by_reason()
+    {'contaminated_ngram': 1}
+    """
+
+    name = "decontaminate"
+    Params = signature_model(decontaminate, name, skip_first=True, skip=("eval_texts",),
+                             extra={"against": (list[str] | None, None)})
+
+    @classmethod
+    def check(cls, params: dict, spec: SpecView, where: str) -> dict:
+        against = params.get("against")
+        if spec.enabled and not against and not spec.eval_sets:
+            raise ConfigError(f"{where}: needs eval sets: add [[eval_sets]] or give `against = [paths]`")
+        if against:
+            params = {**params, "against": [a if a in spec.eval_sets else spec.resolve(a)
+                                            for a in against]}
+        return params
+
+    def run(self, df: pl.DataFrame, ctx: StageContext) -> StageOutput:
+        kwargs = dict(self.kwargs)
+        texts = ctx.eval_texts(kwargs.pop("against", None))
+        return decontaminate(df, texts, **kwargs)

@@ -26,7 +26,9 @@ from pathlib import Path
 
 import polars as pl
 
-from curate.stage import DROP_REASON, StageOutput
+from curate.config import signature_model
+from curate.errors import ConfigError, DataError
+from curate.stage import DROP_REASON, SpecView, StageContext, StageOutput, Step
 
 
 def read_pass_rates(run: str | os.PathLike) -> pl.DataFrame:
@@ -35,13 +37,13 @@ def read_pass_rates(run: str | os.PathLike) -> pl.DataFrame:
     >>> read_pass_rates("/no/such/run")
     Traceback (most recent call last):
     ...
-    FileNotFoundError: /no/such/run: no rollout log (expected RUN/rollouts/part-*.parquet)
+    curate.errors.DataError: /no/such/run: no rollout log (expected RUN/rollouts/part-*.parquet)
     """
     from curate.from_logs import pass_rates
 
     parts = sorted((Path(run) / "rollouts").glob("part-*.parquet"))
     if not parts:
-        raise FileNotFoundError(f"{run}: no rollout log (expected RUN/rollouts/part-*.parquet)")
+        raise DataError(f"{run}: no rollout log (expected RUN/rollouts/part-*.parquet)")
     log = pl.read_parquet(parts, columns=["sample_id", "correct", "reward"])
     if log["correct"].null_count():
         log = log.with_columns(pl.col("correct").fill_null(pl.col("reward") >= 0.5))
@@ -65,12 +67,12 @@ def difficulty(df: pl.DataFrame, *, run: str | None = None, low: float = 0.0, hi
     >>> difficulty(df, low=0.5, high=0.4)
     Traceback (most recent call last):
     ...
-    ValueError: difficulty: need 0 <= low <= high <= 1, got low=0.5, high=0.4
+    curate.errors.ConfigError: difficulty: need 0 <= low <= high <= 1, got low=0.5, high=0.4
     """
     if not 0 <= low <= high <= 1:
-        raise ValueError(f"difficulty: need 0 <= low <= high <= 1, got low={low}, high={high}")
+        raise ConfigError(f"difficulty: need 0 <= low <= high <= 1, got low={low}, high={high}")
     if id_col not in df.columns:
-        raise ValueError(f"difficulty: the data has no {id_col!r} column (has {df.columns})")
+        raise DataError(f"difficulty: the data has no {id_col!r} column (has {df.columns})")
     base = df.drop([c for c in ("difficulty", "n_rollouts") if c in df.columns]) if run else df
     info: dict = {"band": [low, high], "include_low": include_low, "include_high": include_high}
     if run:
@@ -82,7 +84,7 @@ def difficulty(df: pl.DataFrame, *, run: str | None = None, low: float = 0.0, hi
         info["matched"] = int(frame["difficulty"].is_not_null().sum())
     else:
         if "difficulty" not in df.columns:
-            raise ValueError("difficulty: the data has no `difficulty` column; give `run` (a rollout "
+            raise DataError("difficulty: the data has no `difficulty` column; give `run` (a rollout "
                              "log) or put a `rollout` stage before this one")
         frame = base if "n_rollouts" in base.columns else base.with_columns(
             pl.lit(None, dtype=pl.Int64).alias("n_rollouts"))
@@ -101,3 +103,27 @@ def difficulty(df: pl.DataFrame, *, run: str | None = None, low: float = 0.0, hi
     dropped = labelled.filter(pl.col(DROP_REASON).is_not_null()).select([*cols, DROP_REASON])
     info["kept"] = kept.height
     return StageOutput(kept=kept, dropped=dropped, info=info)
+
+
+class Difficulty(Step):
+    """The `difficulty` curation stage: `difficulty` with its `run` path resolved against
+    the spec file's folder.
+
+    >>> import polars as pl
+    >>> from curate.stage import StageContext
+    >>> step = Difficulty.build({"low": 0.2})
+    >>> step.run(pl.DataFrame({"id": ["a", "b"], "difficulty": [0.1, 0.5]}), StageContext()).kept["id"].to_list()
+    ['b']
+    """
+
+    name = "difficulty"
+    Params = signature_model(difficulty, name, skip_first=True)
+
+    @classmethod
+    def check(cls, params: dict, spec: SpecView, where: str) -> dict:
+        if params.get("run"):
+            params = {**params, "run": spec.resolve(params["run"])}
+        return params
+
+    def run(self, df: pl.DataFrame, ctx: StageContext) -> StageOutput:
+        return difficulty(df, **self.kwargs)

@@ -47,6 +47,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate.errors import DataError
 from curate.io import write_json_atomic, write_parquet_atomic
 
 FORMATS = ("verl", "trl")
@@ -57,7 +58,7 @@ IMAGE_BYTES = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 _MARKER = re.compile(r"<image\d*>")
 
 
-class ExportError(ValueError):
+class ExportError(DataError):
     """The data cannot be exported: the message names the row and the column."""
 
 

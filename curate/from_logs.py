@@ -1,6 +1,6 @@
 """From rollout logs back to data: difficulty, routing, self-distilled SFT, preference pairs.
 
-Input is any rollout log in `curate.schema.ROLLOUT_SCHEMA` (an Arrow table, a
+Input is any rollout log in `curate.rollout_log.ROLLOUT_SCHEMA` (an Arrow table, a
 polars frame, or what `curate.importers.read_rollouts` returns).
 
 - `pass_rates`: per prompt, the pass rate with a Wilson interval, unbiased

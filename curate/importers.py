@@ -1,12 +1,12 @@
 """Read rollout logs (ours and other frameworks') into the rollout-log schema.
 
 `read_rollouts(path_or_glob, format=...)` returns an Arrow table with exactly
-`curate.schema.ROLLOUT_SCHEMA`, whatever wrote the log:
+`curate.rollout_log.ROLLOUT_SCHEMA`, whatever wrote the log:
 
 ==============  ==========================================================  ====================================
 format          what it reads                                               prompt id
 ==============  ==========================================================  ====================================
-thresher        ``RUN/rollouts/part-*.parquet`` (trainer.rollout_log)       ``sample_id`` column
+thresher        ``RUN/rollouts/part-*.parquet`` (curate.rollout_log)       ``sample_id`` column
 trl             ``OUTPUT_DIR/completions/completions_*.parquet`` written    derived from the prompt text
                 by TRL's GRPOTrainer with ``log_completions=True``
 verl            ``trainer.rollout_data_dir`` dumps: ``<step>.jsonl`` with   derived from input (+ ``gts``)
@@ -46,7 +46,7 @@ import glob as globlib
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,14 +55,17 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.schema import ROLLOUT_REQUIRED, ROLLOUT_SCHEMA, conform, sample_id
+from curate import rollout_log
+from curate.errors import DataError
+from curate.rollout_log import ROLLOUT_REQUIRED, ROLLOUT_SCHEMA
+from curate.schema import conform, sample_id
 
 FORMATS = ("thresher", "trl", "verl", "open_instruct", "jsonl", "math_eval")
 _ALIASES = {"qwen_math": "math_eval", "open-instruct": "open_instruct", "ours": "thresher"}
 INFO_KEY = b"thresher.import"
 
 
-class RolloutImportError(ValueError):
+class RolloutImportError(DataError):
     """A log that cannot be mapped to the rollout schema (names file, line, column)."""
 
 
@@ -174,7 +177,7 @@ def _read_jsonl(path: Path, info: dict) -> list[dict]:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
                 info["bad_lines"].append({"file": str(path), "line": lineno, "error": str(exc),
-                                          "text": line[:10_000]})
+                                          "text": line.rstrip("\r\n")})
                 warnings.warn(f"{path}:{lineno}: skipped a line that is not JSON ({exc})",
                               RolloutImportWarning, stacklevel=4)
                 continue
@@ -244,23 +247,10 @@ def _completion_text(value: Any) -> str:
 
 
 def _read_thresher(files: list[Path], info: dict, **_: Any) -> list[pa.Table]:
-    tables = []
-    for f in files:
-        try:
-            t = pq.read_table(f)
-        except Exception as exc:
-            _skip(f, exc, info)
-            continue
-        missing = [c for c in ROLLOUT_REQUIRED if c not in t.column_names]
-        if missing:
-            raise RolloutImportError(
-                f"{f}: missing column {missing[0]!r} (rollout logs need {', '.join(ROLLOUT_REQUIRED)})")
-        try:
-            t = conform(t, ROLLOUT_SCHEMA)
-        except ValueError as exc:
-            raise RolloutImportError(f"{f}: {exc}") from exc
-        tables.append(t)
-    return tables
+    try:
+        return rollout_log.read_parts(files, lambda f, exc: _skip(f, exc, info))
+    except rollout_log.RolloutLogError as exc:
+        raise RolloutImportError(str(exc)) from None
 
 
 def _read_trl(files: list[Path], info: dict, *, reward_columns: Sequence[str] | None = None,
@@ -629,8 +619,3 @@ def import_info(table: pa.Table) -> dict:
     """What `read_rollouts` did: format, files, skipped parts, bad lines, derived ids, ..."""
     raw = (table.schema.metadata or {}).get(INFO_KEY)
     return json.loads(raw) if raw else {}
-
-
-def iter_formats() -> Iterable[str]:
-    """The formats `read_rollouts` reads, for CLIs and docs."""
-    return iter(FORMATS)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import glob as globlib
 import hashlib
+import io
 import json
 import math
 import os
@@ -49,10 +50,9 @@ QUARANTINE_SCHEMA = pa.schema([
     ("line", pa.int64()),  # 1-based line (JSONL, CSV) or row (JSON array, Parquet); 0 = whole file
     ("column", pa.string()),
     ("error", pa.string()),
-    ("raw", pa.string()),  # the offending record, truncated
+    ("raw", pa.string()),  # the offending record in full: its text, bad bytes escaped as \\xNN
 ])
 
-_RAW_LIMIT = 2000
 _HASH_CHUNK = 1 << 20
 
 
@@ -116,9 +116,20 @@ def expand_paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list
 
 
 # ----------------------------------------------------------------- format readers
-# Each yields (line, record | None, error | None): one entry per input row.
+# Each yields (line, record | None, error | None, raw | None): one entry per input row.
+# `raw` is the text of a record that could not be parsed (so it can be fixed and
+# re-ingested); bytes that are not UTF-8 are kept as backslash escapes (\\xff).
 
-Record = tuple[int, dict | None, str | None]
+Record = tuple[int, dict | None, str | None, str | None]
+
+
+def _raw_text(data: bytes) -> str:
+    """A line's bytes as text, undecodable bytes escaped (\\xNN), the line break dropped.
+
+    >>> _raw_text(b'{"a": 1\\xff}\\n')
+    '{"a": 1\\\\xff}'
+    """
+    return data.decode("utf-8", errors="backslashreplace").rstrip("\r\n")
 
 
 def _iter_jsonl(path: Path) -> Iterator[Record]:
@@ -127,26 +138,29 @@ def _iter_jsonl(path: Path) -> Iterator[Record]:
             try:  # decode per line, so one bad byte costs one row, not the rest of the file
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                yield lineno, None, f"not valid UTF-8 (byte {exc.start}): expected UTF-8 text"
+                yield lineno, None, f"not valid UTF-8 (byte {exc.start}): expected UTF-8 text", _raw_text(raw)
                 continue
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
-                yield lineno, None, f"invalid JSON ({exc.msg} at column {exc.colno}): expected one JSON object per line"
+                yield (lineno, None, f"invalid JSON ({exc.msg} at column {exc.colno}): expected one JSON "
+                       "object per line", _raw_text(raw))
                 continue
             if not isinstance(obj, dict):
-                yield lineno, None, f"expected a JSON object, got {type(obj).__name__}"
+                yield lineno, None, f"expected a JSON object, got {type(obj).__name__}", _raw_text(raw)
             else:
-                yield lineno, obj, None
+                yield lineno, obj, None, None
 
 
 def _iter_json(path: Path) -> Iterator[Record]:
+    text = path.read_text(encoding="utf-8")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
-        yield exc.lineno, None, f"invalid JSON ({exc.msg} at column {exc.colno}): expected a JSON array of objects"
+        yield (exc.lineno, None, f"invalid JSON ({exc.msg} at column {exc.colno}): expected a JSON "
+               "array of objects", text)
         return
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
@@ -155,13 +169,14 @@ def _iter_json(path: Path) -> Iterator[Record]:
         else:
             data = [data]
     if not isinstance(data, list):
-        yield 0, None, f"expected a JSON array of objects, got {type(data).__name__}"
+        yield 0, None, f"expected a JSON array of objects, got {type(data).__name__}", text
         return
     for i, obj in enumerate(data, start=1):
         if isinstance(obj, dict):
-            yield i, obj, None
+            yield i, obj, None, None
         else:
-            yield i, None, f"expected a JSON object, got {type(obj).__name__}"
+            yield (i, None, f"expected a JSON object, got {type(obj).__name__}",
+                   json.dumps(obj, ensure_ascii=False))
 
 
 def _iter_csv(path: Path) -> Iterator[Record]:
@@ -178,10 +193,14 @@ def _iter_csv(path: Path) -> Iterator[Record]:
                 start = reader.line_num + 1
                 continue
             if len(values) != len(header):
-                yield start, None, f"expected {len(header)} fields (the header's), got {len(values)}"
+                buf = io.StringIO()
+                csv.writer(buf, lineterminator="").writerow(values)
+                yield (start, None, f"expected {len(header)} fields (the header's), got {len(values)}",
+                       buf.getvalue())
             else:
                 # CSV has no nulls: an empty field is a missing value
-                yield start, {k: (v if v != "" else None) for k, v in zip(header, values, strict=True)}, None
+                yield (start, {k: (v if v != "" else None) for k, v in zip(header, values, strict=True)},
+                       None, None)
             start = reader.line_num + 1
 
 
@@ -190,7 +209,7 @@ def _iter_parquet(path: Path) -> Iterator[Record]:
     for batch in pq.ParquetFile(path).iter_batches(batch_size=8192):
         for rec in batch.to_pylist():
             row += 1
-            yield row, rec, None
+            yield row, rec, None, None
 
 
 _READERS = {"jsonl": _iter_jsonl, "json": _iter_json, "csv": _iter_csv, "parquet": _iter_parquet}
@@ -393,7 +412,7 @@ def guess_preset(path: str | os.PathLike, fmt: str | None = None) -> str:
     kind = fmt or FORMATS.get(path.suffix.lower())
     keys: set[str] = set()
     if kind in _READERS:
-        with_keys = (rec for _, rec, err in _READERS[kind](path) if err is None)
+        with_keys = (rec for _, rec, err, _raw in _READERS[kind](path) if err is None)
         keys = set(next(with_keys, None) or {})
     for preset, needed in (("sample", {"prompt", "answer"}), ("mathv", {"question", "options"}),
                            ("gsm8k", {"question", "answer"}), ("math", {"problem", "solution"})):
@@ -443,7 +462,7 @@ def read_samples(
         resolver = _ImageResolver(path.parent)
         n_file = 0
         try:
-            for line, rec, err in _READERS[kind](path):
+            for line, rec, err, raw in _READERS[kind](path):
                 n_file += 1
                 records += 1
                 if err is None:
@@ -456,9 +475,10 @@ def read_samples(
                 else:
                     col = None
                 if err is not None:
-                    raw = json.dumps(rec, ensure_ascii=False, default=str) if rec is not None else None
+                    if rec is not None:  # parsed, but it does not map: the record as JSON
+                        raw = json.dumps(rec, ensure_ascii=False, default=str)
                     quarantine.append({"source": name, "file": str(path), "line": line, "column": col,
-                                       "error": err, "raw": raw[:_RAW_LIMIT] if raw else raw})
+                                       "error": err, "raw": raw})
                 if limit is not None and n_file >= limit:
                     break
         except (UnicodeDecodeError, OSError, pa.ArrowException, csv.Error) as exc:

@@ -1,4 +1,9 @@
-"""Atomic file writes: a crash never leaves a torn file behind."""
+"""Atomic file writes (a crash never leaves a torn file behind) and one table reader.
+
+The one atomic writer of the project: every room writes Parquet, JSON and text
+through it (sampling too: this module imports nothing of thresher and nothing
+heavier than pyarrow, see docs/architecture.md).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from curate.errors import DataError
 
 
 def _default_mode() -> int:
@@ -69,3 +76,31 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
 def write_json_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """Write `obj` as indented, key-sorted JSON atomically."""
     return write_text_atomic(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", path)
+
+
+def read_table(path: str | os.PathLike) -> pa.Table:
+    """A table from Parquet (a file or a folder of parts), JSONL / JSON lines, or CSV.
+
+    A missing file or another suffix is a DataError naming the path.
+
+    >>> import pyarrow as pa, tempfile, pathlib
+    >>> p = write_parquet_atomic(pa.table({"a": [1]}), pathlib.Path(tempfile.mkdtemp()) / "t.parquet")
+    >>> read_table(p).num_rows
+    1
+    """
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"data file {str(path)!r} not found")
+    if p.is_dir() or p.suffix in (".parquet", ".pq"):
+        reader = pq.read_table
+    elif p.suffix in (".jsonl", ".json", ".csv"):
+        import polars as pl
+
+        def reader(f):
+            return (pl.read_csv(f) if p.suffix == ".csv" else pl.read_ndjson(f)).to_arrow()
+    else:
+        raise DataError(f"data file {str(path)!r}: expected .parquet, .jsonl, .csv or a folder of Parquet")
+    try:
+        return reader(p)
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from exc

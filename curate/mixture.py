@@ -34,6 +34,8 @@ import polars as pl
 from scipy import optimize as spo
 from scipy import stats
 
+from curate.errors import DataError
+
 __all__ = [
     "MixtureInputError",
     "FittedMixtureModel",
@@ -50,7 +52,7 @@ __all__ = [
 SUM_TOL = 1e-2  # 17 weights rounded to 3 decimals (RegMix files) can be off by 0.0085
 
 
-class MixtureInputError(ValueError):
+class MixtureInputError(DataError):
     """Bad mixture/score input; the message names the source, row and column."""
 
 

@@ -1,7 +1,8 @@
-"""Arrow schemas shared by every room, and the stable sample id.
+"""The Sample schema shared by every room, the stable sample id, and `conform`.
 
 The column names here are the contract of ../shared/DESIGN.md. Data crosses
-rooms as Arrow tables / Parquet with exactly these columns.
+rooms as Arrow tables / Parquet with exactly these columns. The rollout-log
+schema lives with its writer and reader in curate.rollout_log.
 """
 
 from __future__ import annotations
@@ -31,33 +32,6 @@ SAMPLE_SCHEMA = pa.schema(
         ("meta", pa.string()),
     ]
 )
-
-ROLLOUT_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("step", pa.int64()),
-        ("sample_id", pa.string()),
-        ("group", pa.int64()),
-        ("response_idx", pa.int64()),
-        ("domain", pa.string()),
-        ("prompt", pa.string()),
-        ("response", pa.string()),
-        ("reward", pa.float64()),
-        ("correct", pa.bool_()),
-        ("format_ok", pa.bool_()),
-        ("advantage", pa.float64()),
-        ("prompt_tokens", pa.int64()),
-        ("response_tokens", pa.int64()),
-        ("sampler", pa.string()),
-        ("p_estimate", pa.float64()),
-        ("score", pa.float64()),
-        ("policy_version", pa.int64()),
-        ("ts", pa.timestamp("us", tz="UTC")),
-    ]
-)
-
-# Columns that must be present (non-null) in every rollout row; the rest may be null.
-ROLLOUT_REQUIRED = ("run_id", "step", "sample_id", "response_idx", "prompt", "response", "reward")
 
 _SEP = "\x1f"  # unit separator: cannot appear in normal text, so fields never run together
 

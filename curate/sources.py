@@ -25,12 +25,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from curate.config import Config
 
 AnswerFrom = Literal["value", "gsm8k", "boxed", "auto"]
 
 
-class SourceMapping(BaseModel):
+class SourceMapping(Config):
     """Which raw column feeds each Sample field (None: not in this source)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -3,6 +3,11 @@
 Each verb lives in its own module under `pipelines.commands`, imported only
 when that verb runs, so `thresher query` never pays for importing torch.
 A command module exposes `add_arguments(parser)` and `run(args) -> int`.
+
+Errors belong to the library: anything a user can act on is a
+`curate.errors.ThresherError` (a config key, a data file, a log), which this
+module only formats (one line, exit code 2); any other exception is a bug and
+keeps its traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from curate.errors import ThresherError
 
 # verb -> (module, one-line help). Order is the order of `thresher --help`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -26,8 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class UserError(Exception):
-    """An error the user can act on: printed without a traceback, exit code 2."""
+# the name command modules raise for a bad command line: the library's base class
+UserError = ThresherError
 
 
 def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
@@ -56,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args.verb][0])
     try:
         return int(module.run(args) or 0)
-    except UserError as exc:
+    except ThresherError as exc:
         print(f"thresher {args.verb}: error: {exc}", file=sys.stderr)
         return 2
 

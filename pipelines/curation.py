@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +39,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate.errors import DataError
 from curate.io import write_json_atomic, write_parquet_atomic
 from curate.schema import SAMPLE_SCHEMA, conform
-from curate.stage import DROP_REASON, StageOutput
-from pipelines.spec import CurationSpec, EvalSetSpec, load_spec, stage_function
+from curate.stage import DROP_REASON, StageContext, StageOutput, Step
+from pipelines.spec import CurationSpec, EvalSetSpec, StageSpec, load_spec
 
 AUDIT = "audit"
 DROPPED_SCHEMA = pa.schema([*SAMPLE_SCHEMA, ("stage", pa.string()), (DROP_REASON, pa.string())])
@@ -51,7 +53,7 @@ def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _write(table: pa.Table, path: Path, compression: str) -> dict[str, Any]:
+def _write_file(table: pa.Table, path: Path, compression: str) -> dict[str, Any]:
     # no statistics timestamps or random metadata: the bytes depend only on the rows
     write_parquet_atomic(table, path, compression=None if compression == "none" else compression)
     return {"path": str(path.name if path.parent.name != AUDIT else f"{AUDIT}/{path.name}"),
@@ -95,45 +97,30 @@ class _Progress:
 def _read(item: Any, progress: _Progress, label: str):
     from curate.ingest import read_samples
 
-    kwargs: dict[str, Any] = {"mapping": item.mapping, "fmt": item.format, "limit": item.limit}
-    if isinstance(item, EvalSetSpec):
-        kwargs["source"] = item.name
-    else:
-        kwargs["source"] = item.name
+    kwargs: dict[str, Any] = {"mapping": item.mapping, "fmt": item.format, "limit": item.limit,
+                              "source": item.name}
+    if not isinstance(item, EvalSetSpec):
         kwargs["domain"] = item.domain
     try:
         return progress.run(label, read_samples, item.paths(), item.preset, **kwargs)
     except (FileNotFoundError, ValueError) as exc:
-        raise ValueError(f"{label}: {exc}") from exc
+        raise DataError(f"{label}: {exc}") from exc
 
 
-def _eval_texts(spec: CurationSpec, against: list[str] | None, cache: dict, progress: _Progress
-                ) -> list[str]:
-    by_name = {e.name: e for e in spec.eval_sets}
-    wanted = against or list(by_name)
-    texts: list[str] = []
-    for key in wanted:
-        if key not in cache:
-            item = by_name.get(key) or EvalSetSpec(name=Path(key).stem, path=key, preset="auto")
-            res = _read(item, progress, f"eval set {key}")
-            cache[key] = res.samples.column("prompt").to_pylist()
-        texts.extend(cache[key])
-    return texts
+def stage_context(spec: CurationSpec, progress: _Progress | None = None) -> StageContext:
+    """The resources the local engine lends the steps: the spec's eval sets, read once."""
+    ui = progress or _Progress(False)
+
+    def texts(item: EvalSetSpec, label: str) -> list[str]:
+        return _read(item, ui, label).samples.column("prompt").to_pylist()
+
+    declared = {e.name: (lambda e=e: texts(e, f"eval set {e.name}")) for e in spec.eval_sets}
+    return StageContext(declared, lambda path: texts(
+        EvalSetSpec(name=Path(path).stem, path=path, preset="auto"), f"eval set {path}"))
 
 
-def run_curation(spec: str | os.PathLike | dict | CurationSpec, out_dir: str | os.PathLike, *,
-                 progress: bool = True) -> dict[str, Any]:
-    """Run `spec` and write the curated set under `out_dir`; returns the manifest.
-
-    `spec` is a TOML path, a dict or a CurationSpec (see pipelines.spec). Raises
-    ValueError for a bad spec or unreadable sources, naming the key or path.
-    """
-    t_start = time.perf_counter()
-    spec = load_spec(spec if not isinstance(spec, os.PathLike) else Path(spec))
-    out = Path(out_dir)
-    ui = _Progress(progress)
-
-    # ---- ingest
+def _ingest(spec: CurationSpec, ui: _Progress) -> tuple[pa.Table, pa.Table, list[dict], int]:
+    """Read every source: (samples, quarantine, per-input records, input records)."""
     tables, quarantines, inputs = [], [], []
     records_in = 0
     for i, src in enumerate(spec.sources):
@@ -150,44 +137,80 @@ def run_curation(spec: str | os.PathLike | dict | CurationSpec, out_dir: str | o
                 f"{res.quarantine.num_rows} quarantined ({len(res.files)} files)")
         for msg in res.errors()[:5]:
             ui.line(f"  [yellow]quarantined[/] {msg}")
-    samples = pa.concat_tables(tables)
-    quarantine = pa.concat_tables(quarantines)
+    return pa.concat_tables(tables), pa.concat_tables(quarantines), inputs, records_in
+
+
+@dataclass
+class _StageRun:
+    """One step's result, as the manifest and the audit files record it."""
+
+    record: dict[str, Any]
+    dropped: pl.DataFrame | None
+    clusters: pl.DataFrame | None
+
+
+def run_step(st: StageSpec, step: Step, df: pl.DataFrame, ctx: StageContext, where: str,
+             ui: _Progress | None = None) -> tuple[pl.DataFrame, _StageRun]:
+    """Run one step on `df`: (kept rows, what to record); checks that no row was lost."""
+    ui = ui or _Progress(False)
+    t = time.perf_counter()
+    result: StageOutput = ui.run(f"{where} {st.stage}", step.run, df, ctx)
+    seconds = time.perf_counter() - t
+    dropped = result.dropped if result.dropped is not None else df.clear().with_columns(
+        pl.lit(None, dtype=pl.Utf8).alias(DROP_REASON))
+    if result.kept.height + dropped.height != df.height:
+        raise RuntimeError(f"{where} ({st.stage}) lost rows: {df.height} in, "
+                           f"{result.kept.height} kept + {dropped.height} dropped")
+    drops = result.drops_by_reason()
+    record = {"stage": st.stage, "params": st.params, "rows_in": df.height,
+              "rows_out": result.kept.height, "dropped": drops,
+              "seconds": round(seconds, 4), "info": _jsonable(result.info)}
+    clusters = result.info.get("clusters")
+    ui.line(f"[bold]{st.stage}[/] {df.height} -> {result.kept.height}"
+            + (f"  dropped {drops}" if drops else "") + f"  ({seconds:.2f}s)")
+    return result.kept, _StageRun(
+        record,
+        dropped.with_columns(pl.lit(st.stage).alias("stage")) if dropped.height else None,
+        clusters.with_columns(pl.lit(st.stage).alias("stage"))
+        if isinstance(clusters, pl.DataFrame) and clusters.height else None)
+
+
+def run_curation(spec: str | os.PathLike | dict | CurationSpec, out_dir: str | os.PathLike, *,
+                 progress: bool = True) -> dict[str, Any]:
+    """Run `spec` and write the curated set under `out_dir`; returns the manifest.
+
+    `spec` is a TOML path, a dict or a CurationSpec (see pipelines.spec). Raises
+    ConfigError for a bad spec and DataError for unreadable sources (both
+    ValueErrors, naming the key or the path).
+    """
+    t_start = time.perf_counter()
+    spec = load_spec(spec if not isinstance(spec, os.PathLike) else Path(spec))
+    ui = _Progress(progress)
+    samples, quarantine, inputs, records_in = _ingest(spec, ui)
     df = pl.from_arrow(samples)
     assert isinstance(df, pl.DataFrame)
+    ctx = stage_context(spec, ui)
+    runs: list[_StageRun] = []
+    for where, st, step in spec.steps():
+        try:
+            df, run = run_step(st, step, df, ctx, where, ui)
+        except ValueError as exc:  # a stage's complaint about the data or its settings
+            raise DataError(f"{where} ({st.stage}): {exc}") from exc
+        runs.append(run)
+    manifest = _write(spec, Path(out_dir), df, quarantine, runs, inputs, records_in,
+                      ctx.loaded, samples.num_rows)
+    manifest["seconds"] = round(time.perf_counter() - t_start, 4)
+    write_json_atomic(manifest, Path(out_dir) / "manifest.json")  # last: marks the run complete
+    ui.line(f"[bold green]done[/] {manifest['rows_out']} rows -> {out_dir} "
+            f"({len(manifest['output']['shards'])} shards, {manifest['dropped']} dropped, "
+            f"{manifest['quarantined']} quarantined, {manifest['seconds']:.1f}s)")
+    return manifest
 
-    # ---- stages
-    stage_records, dropped_frames, cluster_frames = [], [], []
-    eval_cache: dict[str, list[str]] = {}
-    for i, st in enumerate(spec.stages):
-        if not st.enabled:
-            continue
-        func = stage_function(st.stage, f"stages[{i}]")
-        params = st.params
-        args: list[Any] = [df]
-        if st.stage == "decontaminate":
-            args.append(_eval_texts(spec, params.pop("against", None), eval_cache, ui))
-        t = time.perf_counter()
-        result: StageOutput = ui.run(f"stages[{i}] {st.stage}", func, *args, **params)
-        seconds = time.perf_counter() - t
-        dropped = result.dropped if result.dropped is not None else df.clear().with_columns(
-            pl.lit(None, dtype=pl.Utf8).alias(DROP_REASON))
-        if result.kept.height + dropped.height != df.height:
-            raise RuntimeError(f"stages[{i}] ({st.stage}) lost rows: {df.height} in, "
-                               f"{result.kept.height} kept + {dropped.height} dropped")
-        drops = result.drops_by_reason()
-        stage_records.append({"stage": st.stage, "params": st.params, "rows_in": df.height,
-                              "rows_out": result.kept.height, "dropped": drops,
-                              "seconds": round(seconds, 4), "info": _jsonable(result.info)})
-        if dropped.height:
-            dropped_frames.append(dropped.with_columns(pl.lit(st.stage).alias("stage")))
-        clusters = result.info.get("clusters")
-        if isinstance(clusters, pl.DataFrame) and clusters.height:
-            cluster_frames.append(clusters.with_columns(pl.lit(st.stage).alias("stage")))
-        ui.line(f"[bold]{st.stage}[/] {df.height} -> {result.kept.height}"
-                + (f"  dropped {drops}" if drops else "") + f"  ({seconds:.2f}s)")
-        df = result.kept
 
-    # ---- write
+def _write(spec: CurationSpec, out: Path, df: pl.DataFrame, quarantine: pa.Table,
+           runs: list[_StageRun], inputs: list[dict], records_in: int,
+           eval_sets: dict[str, int], rows_ingested: int) -> dict[str, Any]:
+    """Write the shards, the audit files and spec.json; returns the manifest (unwritten)."""
     out.mkdir(parents=True, exist_ok=True)
     comp = spec.output.compression
     final = conform(df.select([c for c in SAMPLE_SCHEMA.names if c in df.columns]).to_arrow(),
@@ -196,13 +219,14 @@ def run_curation(spec: str | os.PathLike | dict | CurationSpec, out_dir: str | o
     n = spec.output.shard_rows
     n_shards = max(1, -(-final.num_rows // n))
     for k in range(n_shards):
-        shards.append(_write(final.slice(k * n, n), out / f"part-{k:05d}.parquet", comp))
+        shards.append(_write_file(final.slice(k * n, n), out / f"part-{k:05d}.parquet", comp))
     keep = {s["path"] for s in shards}
     for stale in out.glob("part-*.parquet"):  # shards of an earlier, larger run
         if stale.name not in keep:
             stale.unlink()
     audit = out / AUDIT
-    q_info = _write(quarantine, audit / "quarantine.parquet", comp)
+    q_info = _write_file(quarantine, audit / "quarantine.parquet", comp)
+    dropped_frames = [r.dropped for r in runs if r.dropped is not None]
     if dropped_frames:
         dropped_all = pl.concat(dropped_frames, how="diagonal_relaxed")
         extra = [c for c in dropped_all.columns if c not in DROPPED_SCHEMA.names]
@@ -212,14 +236,17 @@ def run_curation(spec: str | os.PathLike | dict | CurationSpec, out_dir: str | o
             dropped_tbl = dropped_tbl.append_column(c, dropped_all[c].to_arrow())
     else:
         dropped_tbl = DROPPED_SCHEMA.empty_table()
-    d_info = _write(dropped_tbl, audit / "dropped.parquet", comp)
+    d_info = _write_file(dropped_tbl, audit / "dropped.parquet", comp)
     c_info = None
     clusters_path = audit / "clusters.parquet"
+    cluster_frames = [r.clusters for r in runs if r.clusters is not None]
     if cluster_frames:
-        c_info = _write(pl.concat(cluster_frames, how="diagonal_relaxed").to_arrow(), clusters_path, comp)
+        c_info = _write_file(pl.concat(cluster_frames, how="diagonal_relaxed").to_arrow(),
+                             clusters_path, comp)
     elif clusters_path.exists():
         clusters_path.unlink()
 
+    stage_records = [r.record for r in runs]
     n_dropped = sum(sum(r["dropped"].values()) for r in stage_records)
     n_quarantined = quarantine.num_rows
     resolved = spec.model_dump(mode="json")
@@ -231,11 +258,11 @@ def run_curation(spec: str | os.PathLike | dict | CurationSpec, out_dir: str | o
         "name": spec.name,
         "spec_sha256": hashlib.sha256(spec_text.encode()).hexdigest(),
         "inputs": inputs,
-        "eval_sets": {k: len(v) for k, v in sorted(eval_cache.items())},
+        "eval_sets": eval_sets,
         "stages": stage_records,
         "rows_in": records_in,  # input records: rows read + unreadable rows/files
         "records_in": records_in,
-        "rows_ingested": samples.num_rows,
+        "rows_ingested": rows_ingested,
         "rows_out": final.num_rows,
         "dropped": n_dropped,
         "quarantined": n_quarantined,
@@ -249,14 +276,10 @@ def run_curation(spec: str | os.PathLike | dict | CurationSpec, out_dir: str | o
         "output": {"shards": shards, "dropped": d_info, "clusters": c_info,
                    "content_hash": content},
         "content_hash": content,
-        "seconds": round(time.perf_counter() - t_start, 4),
     }
     if not manifest["balanced"]:  # a bug in a stage or the runner, never the user's data
         raise RuntimeError(f"curation does not balance: {records_in} records in, {final.num_rows} "
                            f"out + {n_dropped} dropped + {n_quarantined} quarantined")
-    write_json_atomic(manifest, out / "manifest.json")
-    ui.line(f"[bold green]done[/] {final.num_rows} rows -> {out} ({len(shards)} shards, "
-            f"{n_dropped} dropped, {n_quarantined} quarantined, {manifest['seconds']:.1f}s)")
     return manifest
 
 

@@ -5,7 +5,7 @@ domains with a latent difficulty, a policy whose per-prompt pass rate rises
 with the step (faster on some domains than others), a real
 `sampling.ThompsonSampler` choosing each step's prompts from a real
 `sampling.SampleStats`, rewards drawn from the true pass rates, responses that
-grow longer over training, rollouts written with `trainer.rollout_log.RolloutWriter`
+grow longer over training, rollouts written with `curate.rollout_log.RolloutWriter`
 and stats snapshots with `SampleStats.save`, exactly as the trainer lays out a run.
 
 >>> import tempfile
@@ -38,8 +38,8 @@ def synthetic_run(
     run_id: str | None = None,
 ) -> Path:
     """Write RUN/rollouts/*.parquet and RUN/stats/*.parquet of a simulated GRPO run."""
+    from curate.rollout_log import RolloutWriter
     from sampling import SampleStats, ThompsonSampler
-    from trainer.rollout_log import RolloutWriter
 
     run = Path(run_dir)
     rng = np.random.default_rng(seed)

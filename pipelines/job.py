@@ -16,22 +16,50 @@ from __future__ import annotations
 import json
 import os
 import time
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, model_validator
 
-from curate.io import write_json_atomic, write_parquet_atomic, write_text_atomic
-from trainer.config import GRPOConfig, SFTConfig, format_validation_error
+from curate.config import Config, read_toml
+from curate.errors import ConfigError
+from curate.io import read_table, write_json_atomic, write_parquet_atomic, write_text_atomic
+from trainer.config import GRPOConfig, SFTConfig
 
-_STRICT = ConfigDict(extra="forbid")
+# Set once per job, in [run]: the trainers' own `seed` / `device` come from there.
+JOB_WIDE = ("seed", "device")
 
 
-class RunSection(BaseModel):
-    model_config = _STRICT
+def reject_job_wide(data: Any, sections: tuple[str, ...], home: str = "[run]") -> Any:
+    """The one rule for `seed` and `device`: set once for the whole job, in `home`.
+
+    A trainer section that sets them is an error that says so, instead of a
+    silent override.
+    """
+    if isinstance(data, dict):
+        for section in sections:
+            body = data.get(section)
+            for key in JOB_WIDE:
+                if isinstance(body, dict) and key in body:
+                    raise ValueError(f"{section}.{key}: {key} is set once for the whole job, in "
+                                     f"{home} (it applies to every stage); move it there")
+    return data
+
+
+class RunSection(Config):
+    """`[run]`: where the run lives and the settings of the whole job.
+
+    Parameters:
+        dir: the run directory (default "runs/quickstart"); `--run-dir` overrides it.
+        name: the run_id of the rollout log (default: the folder name).
+        seed: the seed of every stage of the job: data, model, SFT, GRPO, eval (default 0).
+        device: "auto" (CUDA + bf16 when present, else CPU fp32), "cpu" or "cuda", for
+            every stage of the job (default "auto").
+        threads: torch CPU threads (default 0: torch's default).
+    """
+
     dir: str = "runs/quickstart"
     name: str | None = None
     seed: int = 0
@@ -39,10 +67,22 @@ class RunSection(BaseModel):
     threads: int = Field(default=0, ge=0)  # torch CPU threads; 0 = torch's default
 
 
-class SyntheticData(BaseModel):
-    """The synthetic suite (curate.synthetic) used by `thresher run`."""
+class SyntheticData(Config):
+    """`[data]` of `thresher run`: the synthetic suite (curate.synthetic).
 
-    model_config = _STRICT
+    Parameters:
+        domains: task families (default add, mul, cmp, count, sort).
+        weights: share of each domain (default None: equal).
+        max_level: difficulty knob, digits / lengths, 1-4 (default 2).
+        n_rl: RL pool size before curation (default 6000).
+        n_sft: cold-start pool size (default 2000).
+        n_eval: held-out problems (default 500).
+        solution_noise: share of cold-start solutions with a near-miss wrong answer, a
+            fallible teacher (default 0.0).
+        noise_style: "random" near misses or one "systematic" misconception per domain
+            (default "random").
+    """
+
     domains: list[str] = Field(default_factory=lambda: ["add", "mul", "cmp", "count", "sort"])
     weights: list[float] | None = None
     max_level: int = Field(default=2, ge=1, le=4)
@@ -56,19 +96,32 @@ class SyntheticData(BaseModel):
     noise_style: Literal["random", "systematic"] = "random"
 
 
-class FileData(BaseModel):
-    """Sample-schema files used by `thresher train`."""
+class FileData(Config):
+    """`[data]` of `thresher train`: Sample-schema files (Parquet, JSONL or a folder of Parquet).
 
-    model_config = _STRICT
+    Parameters:
+        sft: the cold-start set (default None).
+        rl: the RL set (default None).
+        eval: the held-out set (default None).
+    """
+
     sft: str | None = None
     rl: str | None = None
     eval: str | None = None
 
 
-class ModelSection(BaseModel):
-    """A local pretrained model (`path`) or a tiny Qwen2 built from this shape."""
+class ModelSection(Config):
+    """`[model]`: a local pretrained model (`path`) or a tiny Qwen2 built from this shape.
 
-    model_config = _STRICT
+    Parameters:
+        path: a local model folder (default None: build the tiny model below).
+        hidden_size: default 128.
+        num_layers: default 3.
+        num_heads: default 4.
+        intermediate_size: default 512.
+        max_positions: default 64.
+    """
+
     path: str | None = None
     hidden_size: int = Field(default=128, ge=8)
     num_layers: int = Field(default=3, ge=1)
@@ -77,23 +130,44 @@ class ModelSection(BaseModel):
     max_positions: int = Field(default=64, ge=16)
 
 
-class EvalSection(BaseModel):
-    """Held-out evaluation: pass@1 from `k` samples at `temperature` (0 = greedy only).
+class EvalSection(Config):
+    """`[eval]`: held-out pass@1 from `k` samples at `temperature` (0 = greedy only).
 
     Greedy accuracy is always measured too and reported beside it.
+
+    Parameters:
+        max_new_tokens: response length cap (default 12).
+        batch_size: prompts per generation batch (default 512).
+        k: samples per prompt (default 4).
+        temperature: sampling temperature (default 1.0; 0 = greedy only).
     """
 
-    model_config = _STRICT
     max_new_tokens: int = Field(default=12, ge=1)
     batch_size: int = Field(default=512, ge=1)
     k: int = Field(default=4, ge=1)
     temperature: float = Field(default=1.0, ge=0)
 
 
-class RunConfig(BaseModel):
-    """`thresher run` config: [run], [data], [model], [sft], [grpo], [eval]."""
+class _JobConfig(Config):
+    """A job config: `seed` and `device` are set once, in [run], for every stage."""
 
-    model_config = _STRICT
+    @model_validator(mode="before")
+    @classmethod
+    def _job_wide(cls, data: Any) -> Any:
+        return reject_job_wide(data, ("sft", "grpo"))
+
+    def stage_config(self, section: SFTConfig | GRPOConfig) -> Any:
+        """A trainer section with the job's seed and device (from [run])."""
+        run: RunSection = self.run  # type: ignore[attr-defined]
+        return section.model_copy(update={"seed": run.seed, "device": run.device})
+
+
+class RunConfig(_JobConfig):
+    """`thresher run` config: [run], [data], [model], [sft], [grpo], [eval].
+
+    `seed` and `device` are set once, in [run], for every stage (`reject_job_wide`).
+    """
+
     run: RunSection = Field(default_factory=RunSection)
     data: SyntheticData = Field(default_factory=SyntheticData)
     model: ModelSection = Field(default_factory=ModelSection)
@@ -102,10 +176,12 @@ class RunConfig(BaseModel):
     eval: EvalSection = Field(default_factory=EvalSection)
 
 
-class TrainConfig(BaseModel):
-    """`thresher train` config: [run], [data] files, [model], optional [sft] and/or [grpo]."""
+class TrainConfig(_JobConfig):
+    """`thresher train` config: [run], [data] files, [model], optional [sft] and/or [grpo].
 
-    model_config = _STRICT
+    `seed` and `device` are set once, in [run], for every stage.
+    """
+
     run: RunSection = Field(default_factory=RunSection)
     data: FileData = Field(default_factory=FileData)
     model: ModelSection = Field(default_factory=ModelSection)
@@ -114,22 +190,10 @@ class TrainConfig(BaseModel):
     eval: EvalSection = Field(default_factory=EvalSection)
 
 
-def load_config(path: str | os.PathLike, kind: type[BaseModel] = RunConfig) -> BaseModel:
-    """Parse and validate a TOML config; errors name the file and the key."""
-    from pipelines.cli import UserError
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file {str(path)!r} not found")
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: invalid TOML: {exc}") from None
-    try:
-        return kind.model_validate(data)
-    except ValidationError as exc:
-        raise UserError("invalid config\n" + format_validation_error(exc, "", str(path))) from None
+def load_config(path: str | os.PathLike, kind: type[Config] = RunConfig) -> Config:
+    """Parse and validate a TOML config; a problem is a ConfigError naming the file,
+    the section, the key and what is allowed."""
+    return kind.from_dict(read_toml(path), source=str(path))
 
 
 def to_toml(data: dict[str, Any]) -> str:
@@ -163,30 +227,6 @@ def _console():
     from rich.console import Console
 
     return Console(highlight=False)
-
-
-def _quiet_transformers() -> None:
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-
-
-def _read_table(path: str) -> pa.Table:
-    from pipelines.cli import UserError
-
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"data file {path!r} not found")
-    if p.is_dir():
-        return pq.read_table(p)
-    if p.suffix == ".parquet":
-        return pq.read_table(p)
-    if p.suffix in (".jsonl", ".json"):
-        import polars as pl
-
-        return pl.read_ndjson(p).to_arrow()
-    raise UserError(f"data file {path!r}: expected .parquet, .jsonl or a folder of Parquet")
 
 
 def build_model(cfg: ModelSection, seed: int, device: str):
@@ -280,11 +320,12 @@ def run_job(cfg: RunConfig, run_dir: str | os.PathLike | None = None, progress: 
 
     from trainer.evaluation import accuracy, accuracy_by_domain, evaluate
     from trainer.grpo import GRPOTrainer
-    from trainer.sft import SFTTrainer
+    from trainer.modeling import quiet_transformers
+    from trainer.sft import cold_start
 
     t_start = time.perf_counter()
     console = _console()
-    _quiet_transformers()
+    quiet_transformers()
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     run_dir = Path(run_dir or cfg.run.dir)
@@ -297,22 +338,19 @@ def run_job(cfg: RunConfig, run_dir: str | os.PathLike | None = None, progress: 
     timings["data_s"] = time.perf_counter() - t
     rl, sft_set, held_out = read_split(run_dir, "rl"), read_split(run_dir, "sft"), read_split(run_dir, "eval")
 
-    sft_cfg = cfg.sft.__class__(**{**cfg.sft.to_dict(), "device": cfg.run.device})
-    grpo_cfg = cfg.grpo.__class__(**{**cfg.grpo.to_dict(), "device": cfg.run.device})
+    sft_cfg, grpo_cfg = cfg.stage_config(cfg.sft), cfg.stage_config(cfg.grpo)
     sft_final = run_dir / "checkpoints" / "sft" / "final"
     t = time.perf_counter()
     if (sft_final / "config.json").exists():
-        from trainer.modeling import load_pretrained
-
-        model, tok = load_pretrained(sft_final)
         console.print(f"[bold]sft[/] reusing {sft_final}")
-    else:
-        model, tok = build_model(cfg.model, cfg.run.seed, cfg.run.device)
+
+    def announce(model) -> None:
         n_params = sum(p.numel() for p in model.parameters())
         console.print(f"[bold]model[/] {type(model).__name__}, {n_params / 1e6:.2f}M parameters")
-        sft = SFTTrainer(model, tok, sft_set, sft_cfg, run_dir / "checkpoints" / "sft", progress=progress)
-        sft.train()
-        sft.save()
+
+    model, tok, _ = cold_start(lambda: build_model(cfg.model, cfg.run.seed, cfg.run.device),
+                               sft_set, sft_cfg, run_dir / "checkpoints" / "sft",
+                               progress=progress, on_build=announce)
     timings["sft_s"] = time.perf_counter() - t
 
     ev = cfg.eval
@@ -400,15 +438,15 @@ def train_job(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     """`thresher train`: SFT and/or GRPO on existing Sample-schema files."""
     import torch
 
-    from pipelines.cli import UserError
     from trainer.evaluation import accuracy, evaluate
     from trainer.grpo import GRPOTrainer
+    from trainer.modeling import quiet_transformers
     from trainer.sft import SFTTrainer
 
     if cfg.sft is None and cfg.grpo is None:
-        raise UserError("config has neither [sft] nor [grpo]: nothing to train")
+        raise ConfigError("config has neither [sft] nor [grpo]: nothing to train")
     console = _console()
-    _quiet_transformers()
+    quiet_transformers()
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     run_dir = Path(cfg.run.dir)
@@ -418,23 +456,21 @@ def train_job(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {"run_dir": str(run_dir)}
     if cfg.sft is not None:
         if not cfg.data.sft:
-            raise UserError("[sft] needs [data] sft = 'file.parquet'")
-        sft_cfg = SFTConfig(**{**cfg.sft.to_dict(), "device": cfg.run.device})
-        sft = SFTTrainer(model, tok, _read_table(cfg.data.sft), sft_cfg,
+            raise ConfigError("[sft] needs [data] sft = 'file.parquet'")
+        sft = SFTTrainer(model, tok, read_table(cfg.data.sft), cfg.stage_config(cfg.sft),
                          run_dir / "checkpoints" / "sft", progress=progress)
         hist = sft.train()
         out["sft"] = {"final_loss": hist[-1].loss, "model": str(sft.save())}
     if cfg.grpo is not None:
         if not cfg.data.rl:
-            raise UserError("[grpo] needs [data] rl = 'file.parquet'")
-        grpo_cfg = GRPOConfig(**{**cfg.grpo.to_dict(), "device": cfg.run.device})
-        trainer = GRPOTrainer(model, tok, _read_table(cfg.data.rl), grpo_cfg, run_dir,
+            raise ConfigError("[grpo] needs [data] rl = 'file.parquet'")
+        trainer = GRPOTrainer(model, tok, read_table(cfg.data.rl), cfg.stage_config(cfg.grpo), run_dir,
                               run_id=cfg.run.name or run_dir.name, progress=progress)
         trainer.train()
         out["grpo"] = {"steps": trainer.step}
         model = trainer.model
     if cfg.data.eval:
-        table = evaluate(model, tok, _read_table(cfg.data.eval), cfg.eval.max_new_tokens,
+        table = evaluate(model, tok, read_table(cfg.data.eval), cfg.eval.max_new_tokens,
                          phase="train", batch_size=cfg.eval.batch_size)
         write_parquet_atomic(table, run_dir / "eval" / "train.parquet")
         out["eval_accuracy"] = accuracy(table)

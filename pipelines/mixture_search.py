@@ -39,23 +39,23 @@ import json
 import math
 import shutil
 import time
-import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from curate import mixture
+from curate.config import Config, read_toml
+from curate.errors import ConfigError, DataError
 from curate.io import write_json_atomic, write_parquet_atomic, write_text_atomic
-from pipelines.job import ModelSection
-from trainer.config import GRPOConfig, SFTConfig, format_validation_error
+from pipelines.job import ModelSection, build_model, reject_job_wide
+from trainer.config import GRPOConfig, SFTConfig
 
 PilotFn = Callable[[dict[str, float], int, Path], dict[str, float]]
 Target = str | list[str]
-_STRICT = ConfigDict(extra="forbid")
 
 
 # --------------------------------------------------------------------- the loop
@@ -256,7 +256,7 @@ PILOT_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-class GRPOPilotSpec(BaseModel):
+class GRPOPilotSpec(Config):
     """`[pilot]` of a search spec with `pilot = "grpo"`.
 
     The held-out set (`n_eval` problems, equal per domain) and the cold-start
@@ -265,7 +265,6 @@ class GRPOPilotSpec(BaseModel):
     drawn from the pilot's seed and decontaminated against the held-out set.
     """
 
-    model_config = _STRICT
     max_level: int = Field(default=2, ge=1, le=4)
     n_sft: int = Field(default=3000, ge=1)
     solution_noise: float = Field(default=0.0, ge=0, lt=1)
@@ -285,6 +284,7 @@ class GRPOPilotSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _pilot_defaults(cls, data: Any) -> Any:
+        reject_job_wide(data, ("sft", "grpo"), home="[pilot] (device) and [search] (seed)")
         if isinstance(data, dict):
             data = dict(data)
             for key, base in PILOT_DEFAULTS.items():
@@ -329,11 +329,11 @@ class GRPOPilot:
     def _setup_torch(self) -> None:
         import torch
 
+        from trainer.modeling import quiet_transformers
+
         if self.spec.threads:
             torch.set_num_threads(self.spec.threads)
-        from pipelines.job import _quiet_transformers
-
-        _quiet_transformers()
+        quiet_transformers()
 
     def cold_start(self):
         """(model, tokenizer, held-out table): trained once, then read from OUT/cold_start."""
@@ -343,7 +343,7 @@ class GRPOPilot:
 
         from curate.synthetic import make_splits
         from trainer.modeling import auto_device, load_pretrained
-        from trainer.sft import SFTTrainer
+        from trainer.sft import cold_start
 
         self._setup_torch()
         sp, cold = self.spec, self.cold_dir
@@ -354,19 +354,15 @@ class GRPOPilot:
             model, tok = load_pretrained(final, dev)
             held_out = pq.read_table(eval_path)
         else:
-            from pipelines.job import build_model
-
             t = time.perf_counter()
             sft_set, held_out = make_splits(sp.n_sft, sp.n_eval, self.eval_domains, seed=self.seed,
                                             max_level=sp.max_level,
                                             solution_noise=sp.solution_noise, shuffle=True)
             write_parquet_atomic(sft_set, cold / "sft_set.parquet")
-            model, tok = build_model(sp.model, self.seed, sp.device)
+            sft_cfg = sp.sft.model_copy(update={"device": sp.device, "seed": self.seed})
+            model, tok, _ = cold_start(lambda: build_model(sp.model, self.seed, sp.device), sft_set,
+                                       sft_cfg, cold / "sft", reuse=False)
             n_params = sum(p.numel() for p in model.parameters())
-            sft_cfg = SFTConfig(**{**sp.sft.to_dict(), "device": sp.device, "seed": self.seed})
-            sft = SFTTrainer(model, tok, sft_set, sft_cfg, cold / "sft")
-            sft.train()
-            sft.save()
             write_json_atomic({"params": n_params, "sft_rows": sft_set.num_rows,
                                "held_out_rows": held_out.num_rows,
                                "seconds": time.perf_counter() - t}, cold / "cold_start.json")
@@ -445,8 +441,8 @@ class GRPOPilot:
             shutil.rmtree(run_dir / sub, ignore_errors=True)
         pool = self.rl_pool(weights, seed)
         g = self.spec.grpo
-        cfg = GRPOConfig(**{**g.to_dict(), "seed": seed, "device": self.spec.device,
-                            "save_every": g.steps, "keep_checkpoints": 1})
+        cfg = g.model_copy(update={"seed": seed, "device": self.spec.device,
+                                   "save_every": g.steps, "keep_checkpoints": 1})
         trainer = GRPOTrainer(copy.deepcopy(model), tok, pool, cfg, run_dir, run_id=run_dir.name,
                               resume=False)
         history = trainer.train()
@@ -466,10 +462,25 @@ class GRPOPilot:
 
 
 # ----------------------------------------------------------------------- spec
-class SearchSection(BaseModel):
-    """`[search]` of a mixture-search spec."""
+class SearchSection(Config):
+    """`[search]` of a mixture-search spec.
 
-    model_config = _STRICT
+    Parameters:
+        domains: the domains whose mixture is searched (at least 2).
+        pilot: "simulated" (a seeded analytic stand-in) or "grpo" (real training); default "simulated".
+        target: "mean" over domains, one domain, or a list of domains (default "mean").
+        n_pilots: pilot mixtures proposed (default 12).
+        strategy: proposal strategy of `curate.mixture.propose` (default "mixed").
+        seed: the seed of the search, its cold start and its proposals (default 0).
+        confirm_seeds: seeds of the final best-vs-uniform confirmation (default 3).
+        maximize: higher score is better (default true).
+        models: predictors fitted (default linear, quadratic, exp, kernel).
+        bounds: per-domain (low, high) weight bounds (default none).
+        out: output directory (default "runs/mixture_search").
+        interactions: simulated pilot only: the domain interaction matrix.
+        noise: simulated pilot only: score noise (default 0.01).
+    """
+
     domains: list[str] = Field(min_length=2)
     pilot: Literal["simulated", "grpo"] = "simulated"
     target: Target = "mean"
@@ -486,42 +497,32 @@ class SearchSection(BaseModel):
     noise: float = Field(default=0.01, ge=0)
 
 
-class SearchSpec(BaseModel):
-    model_config = _STRICT
+class SearchSpec(Config):
+    """A mixture-search spec: `[search]` and, for grpo pilots, `[pilot]`."""
+
     search: SearchSection
     pilot: GRPOPilotSpec | None = None
 
 
 def load_search_spec(spec_path: str) -> SearchSpec:
-    from pipelines.cli import UserError
-
-    p = Path(spec_path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise UserError(f"{spec_path}: cannot read TOML spec ({exc})") from exc
-    try:
-        spec = SearchSpec.model_validate(data)
-    except ValidationError as exc:
-        raise UserError("invalid mixture search spec\n"
-                        + format_validation_error(exc, "", spec_path)) from None
+    """The validated spec; a problem is a ConfigError naming the file and the key."""
+    spec = SearchSpec.from_dict(read_toml(spec_path), source=spec_path)
     s = spec.search
     targets = _target_domains(s.target)
     if s.pilot == "simulated" and any(t not in s.domains for t in targets):
-        raise UserError(f"{spec_path}: search.target {s.target!r} names a domain not in "
-                        f"search.domains {s.domains}")
+        raise ConfigError(f"{spec_path}: search.target {s.target!r} names a domain not in "
+                          f"search.domains {s.domains}")
     unknown_bounds = sorted(set(s.bounds) - set(s.domains))
     if unknown_bounds:
-        raise UserError(f"{spec_path}: search.bounds names unknown domain(s) {unknown_bounds}")
+        raise ConfigError(f"{spec_path}: search.bounds names unknown domain(s) {unknown_bounds}")
     if s.pilot != "grpo" and spec.pilot is not None:
-        raise UserError(f"{spec_path}: a [pilot] table is for pilot = \"grpo\" "
-                        f"(this spec has pilot = {s.pilot!r})")
+        raise ConfigError(f"{spec_path}: a [pilot] table is for pilot = \"grpo\" "
+                          f"(this spec has pilot = {s.pilot!r})")
     return spec
 
 
 def run_search_cli(spec_path: str, out: str | None) -> int:
-    from pipelines.cli import UserError
-
+    """`thresher mixture search`: load the spec, run the search, write summary.json."""
     spec = load_search_spec(spec_path)
     s = spec.search
     out_dir = Path(out or s.out)
@@ -531,7 +532,7 @@ def run_search_cli(spec_path: str, out: str | None) -> int:
         d = len(s.domains)
         A = np.asarray(s.interactions if s.interactions is not None else np.eye(d), dtype=float)
         if A.shape != (d, d):
-            raise UserError(f"{spec_path}: search.interactions must be {d}x{d}")
+            raise ConfigError(f"{spec_path}: search.interactions must be {d}x{d}")
         pilot: PilotFn = simulated_pilot(A, s.noise)
     else:
         targets = _target_domains(s.target)
@@ -540,13 +541,13 @@ def run_search_cli(spec_path: str, out: str | None) -> int:
             grpo = GRPOPilot(spec.pilot or GRPOPilotSpec(), s.domains, out_dir, s.seed,
                              eval_domains=eval_domains)
         except ValueError as exc:
-            raise UserError(f"{spec_path}: {exc}") from None
+            raise ConfigError(f"{spec_path}: {exc}") from None
         # finished runs are reused on a re-run: only when they were made with the same pilot
         made = {"domains": s.domains, "seed": s.seed,
                 "pilot": (spec.pilot or GRPOPilotSpec()).model_dump(mode="json")}
         stamp = out_dir / "pilot_settings.json"
         if stamp.exists() and json.loads(stamp.read_text()) != made:
-            raise UserError(f"{out_dir} holds a search made with other [pilot] settings, "
+            raise DataError(f"{out_dir} holds a search made with other [pilot] settings, "
                             "domains or seed (pilot_settings.json); use another --out or delete it")
         write_json_atomic(made, stamp)
         write_text_atomic(Path(spec_path).read_text(), out_dir / "spec.toml")

@@ -2,7 +2,8 @@
 
 `connect("runs/*")` opens an in-memory DuckDB with two views:
 
-- ``rollouts``: every ``RUN/rollouts/*.parquet`` (curate.schema.ROLLOUT_SCHEMA);
+- ``rollouts``: every ``RUN/rollouts/*.parquet`` (curate.rollout_log, which owns the
+  schema, the writer, the reader and this view);
 - ``stats``: every ``RUN/stats/stats-<step>.parquet`` snapshot (DESIGN.md "Sample
   statistics" columns) plus ``snapshot_step`` (from the file name) and ``run_dir``.
 
@@ -13,7 +14,7 @@ Named queries live as plain SQL in ``pipelines/queries/<name>.sql`` so users can
 copy them: `named_query("pass_rates")` returns the text, `run_named(con, name)` runs it.
 
 >>> import tempfile, pathlib
->>> from trainer.rollout_log import RolloutWriter
+>>> from curate.rollout_log import RolloutWriter
 >>> run = pathlib.Path(tempfile.mkdtemp())
 >>> _ = RolloutWriter(run, "demo").write({"step": [0, 0], "sample_id": ["a", "a"],
 ...     "response_idx": [0, 1], "prompt": ["1+1="] * 2, "response": ["2", "3"],
@@ -36,13 +37,13 @@ from importlib import resources
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.schema import ROLLOUT_REQUIRED, ROLLOUT_SCHEMA
+from curate import rollout_log
+from curate.errors import DataError
 
 NAMED_QUERIES = ("pass_rates", "informative_ratio", "reward_curve", "domain_curves",
-                 "length_vs_reward", "stuck_prompts")
+                 "length_vs_reward", "stuck_prompts", "calibration", "rollout_cost")
 
 # Columns of an empty `stats` view (DESIGN.md "Sample statistics"), so queries still bind.
 _STATS_EMPTY = """
@@ -57,7 +58,7 @@ WHERE false
 """
 
 
-class LakeError(ValueError):
+class LakeError(DataError):
     """No run, no readable rollout part, or a part missing a required column."""
 
 
@@ -95,46 +96,24 @@ def resolve_runs(run_or_glob: str | os.PathLike | Sequence[str | os.PathLike]) -
     return runs
 
 
-def _kind(t: pa.DataType) -> str:
-    for name, test in (("integer", pa.types.is_integer), ("floating", pa.types.is_floating),
-                       ("string", lambda x: pa.types.is_string(x) or pa.types.is_large_string(x)
-                        or (pa.types.is_dictionary(x) and pa.types.is_string(x.value_type))),
-                       ("boolean", pa.types.is_boolean), ("timestamp", pa.types.is_timestamp)):
-        if test(t):
-            return name
-    return str(t)
+def _skipper(skipped: list[dict]):
+    def skip(f: Path, exc: BaseException) -> None:
+        skipped.append({"file": str(f), "error": f"{type(exc).__name__}: {exc}"})
+        warnings.warn(f"{f}: skipped an unreadable part ({exc}); querying the others",
+                      QueryWarning, stacklevel=4)
+    return skip
 
 
-def _readable(files: list[Path], skipped: list[dict], *, rollouts: bool) -> list[Path]:
-    """Files whose Parquet footer reads; the others are skipped with a warning naming them.
-
-    Rollout parts must also have the required columns, each of the schema's kind
-    (an int32 step is fine, a string reward is not): an error naming file and column."""
-    ok = []
+def _readable_stats(files: list[Path], skipped: list[dict]) -> list[Path]:
+    ok, skip = [], _skipper(skipped)
     for f in files:
         try:
-            schema = pq.ParquetFile(f).schema_arrow
+            pq.read_schema(f)
         except Exception as exc:
-            skipped.append({"file": str(f), "error": f"{type(exc).__name__}: {exc}"})
-            warnings.warn(f"{f}: skipped an unreadable part ({exc}); querying the others",
-                          QueryWarning, stacklevel=3)
+            skip(f, exc)
             continue
-        if rollouts:
-            missing = [c for c in ROLLOUT_REQUIRED if c not in schema.names]
-            if missing:
-                raise LakeError(f"{f}: missing column {missing[0]!r}; rollout parts need "
-                                f"{', '.join(ROLLOUT_REQUIRED)}")
-            for field in ROLLOUT_SCHEMA:
-                if field.name in schema.names:
-                    got = schema.field(field.name).type
-                    if _kind(got) != _kind(field.type):
-                        raise LakeError(f"{f}: column {field.name!r}: expected {field.type}, got {got}")
         ok.append(f)
     return ok
-
-
-def _list(files: list[Path]) -> str:
-    return "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
 
 
 def connect(run_or_glob: str | os.PathLike | Sequence[str | os.PathLike], *, threads: int | None = None
@@ -142,16 +121,18 @@ def connect(run_or_glob: str | os.PathLike | Sequence[str | os.PathLike], *, thr
     """Open the rollout logs and stats snapshots of one or many runs as DuckDB views."""
     runs = resolve_runs(run_or_glob)
     skipped: list[dict] = []
-    rfiles = _readable([f for r in runs for f in sorted((r / "rollouts").glob("*.parquet"))], skipped,
-                       rollouts=True)
-    sfiles = _readable([f for r in runs for f in sorted((r / "stats").glob("*.parquet"))], skipped,
-                       rollouts=False)
+    try:
+        rfiles = rollout_log.readable_parts([f for r in runs for f in rollout_log.part_files(r)],
+                                            _skipper(skipped))
+    except rollout_log.RolloutLogError as exc:
+        raise LakeError(str(exc)) from None
+    sfiles = _readable_stats([f for r in runs for f in sorted((r / "stats").glob("*.parquet"))], skipped)
     con = duckdb.connect(":memory:")
     con.execute("SET parquet_metadata_cache = true")  # repeated queries skip re-reading every footer
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     if rfiles:
-        con.execute(f"CREATE VIEW rollouts AS SELECT * FROM read_parquet({_list(rfiles)}, union_by_name = true)")
+        rollout_log.create_view(con, rfiles)
     else:
         raise LakeError(f"{', '.join(map(str, runs))}: no readable rollout part under rollouts/")
     if sfiles:
@@ -159,7 +140,7 @@ def connect(run_or_glob: str | os.PathLike | Sequence[str | os.PathLike], *, thr
             "CREATE VIEW stats AS SELECT * EXCLUDE (filename), "
             r"CAST(regexp_extract(filename, 'stats-(\d+)\.parquet$', 1) AS BIGINT) AS snapshot_step, "
             "regexp_extract(filename, '^(.*)/stats/[^/]*$', 1) AS run_dir "
-            f"FROM read_parquet({_list(sfiles)}, union_by_name = true, filename = true)")
+            f"FROM read_parquet({rollout_log.sql_list(sfiles)}, union_by_name = true, filename = true)")
     else:
         con.execute(f"CREATE VIEW stats AS {_STATS_EMPTY}")
     return Lake(con=con, runs=runs, rollout_files=rfiles, stats_files=sfiles, skipped=skipped)

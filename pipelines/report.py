@@ -5,7 +5,7 @@ plus a few report-only ones); `render_html(figures)` turns them into a single
 self-contained HTML page with inline SVG plots (no external assets).
 
 >>> import tempfile, pathlib
->>> from trainer.rollout_log import RolloutWriter
+>>> from curate.rollout_log import RolloutWriter
 >>> from pipelines.query import connect
 >>> run = pathlib.Path(tempfile.mkdtemp())
 >>> w = RolloutWriter(run, "demo")

@@ -26,7 +26,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.stage import StageOutput
+from curate.config import signature_model
+from curate.stage import SpecView, StageContext, StageOutput, Step
 from trainer.rollout import RolloutInputError, RolloutSettings, VLLMEngine, run_rollouts
 
 
@@ -180,3 +181,30 @@ def rollout(df: pl.DataFrame, *, model: str, out: str, k: int = 8, max_new_token
                                                       if c not in df.columns]),
                        info={"run": str(out), "responses": r["responses"],
                              "prompts_sampled": r["prompts_sampled"], "seconds": r["seconds"]})
+
+
+class Rollout(Step):
+    """The `rollout` curation stage: `rollout` with `model` and `out` resolved against the
+    spec file's folder. See `rollout` for the keys and a run.
+
+    >>> from curate.stage import SpecView
+    >>> Rollout.validate({"model": "m.toml", "out": "run", "k": 4}, spec=SpecView(base=Path("/d")))
+    {'model': '/d/m.toml', 'out': '/d/run', 'k': 4}
+    >>> Rollout.validate({"model": "m.toml", "out": "run", "kk": 4})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    curate.errors.ConfigError: stage (rollout): unknown key 'kk'...
+    """
+
+    name = "rollout"
+    Params = signature_model(rollout, name, skip_first=True)
+
+    @classmethod
+    def check(cls, params: dict, spec: SpecView, where: str) -> dict:
+        for key in ("model", "out"):
+            if params.get(key):
+                params = {**params, key: spec.resolve(params[key])}
+        return params
+
+    def run(self, df: pl.DataFrame, ctx: StageContext) -> StageOutput:
+        return rollout(df, **self.kwargs)

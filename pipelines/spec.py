@@ -18,34 +18,40 @@ A spec is TOML (or a dict with the same shape)::
     threshold = 0.8
 
 Unknown keys and bad values are errors naming the key and what is allowed;
-stage parameters are checked against the stage function's own signature.
-Relative paths are resolved against the spec file's folder.
+stage parameters are checked against the stage's own `Params` (a function's
+signature) when the file is read. Relative paths are resolved against the spec
+file's folder.
+
+Every stage has one shape (`curate.stage.Step`); the registry below maps a
+stage name to the module and attribute that define it, a function
+``f(df, **params) -> StageOutput`` or a `Step` subclass. Add a stage with one line.
 """
 
 from __future__ import annotations
 
-import inspect
-import typing
+import importlib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PositiveInt,
     ValidationError,
-    create_model,
+    ValidationInfo,
+    model_serializer,
     model_validator,
 )
 
+from curate.config import Config, format_errors, read_toml
+from curate.errors import ConfigError
 from curate.sources import SourceMapping
+from curate.stage import SpecView, Step, as_step
 
 Preset = Literal["gsm8k", "math", "mathv", "sample", "auto"]
 Format = Literal["jsonl", "json", "csv", "parquet"]
 
-# stage name -> (module, function). Dedup and decontamination live in their own
-# modules and are imported only when a spec uses them.
+# stage name -> (module, attribute): a stage function or a curate.stage.Step subclass.
+# Each module is imported only when a spec uses one of its stages.
 STAGES: dict[str, tuple[str, str]] = {
     "unverifiable": ("curate.filters", "unverifiable"),
     "length_bounds": ("curate.filters", "length_bounds"),
@@ -55,23 +61,12 @@ STAGES: dict[str, tuple[str, str]] = {
     "dedup_exact": ("curate.dedup", "dedup_exact"),
     "dedup_near": ("curate.dedup", "dedup_near"),
     "dedup_images": ("curate.dedup", "dedup_images"),
-    "decontaminate": ("curate.decontam", "decontaminate"),
-    "rollout": ("pipelines.rollout", "rollout"),
-    "difficulty": ("curate.difficulty", "difficulty"),
+    "decontaminate": ("curate.decontam", "Decontaminate"),
+    "rollout": ("pipelines.rollout", "Rollout"),
+    "difficulty": ("curate.difficulty", "Difficulty"),
 }
-# stage parameters that are paths: resolved against the spec file's folder
-PATH_PARAMS = {"rollout": ("model", "out"), "difficulty": ("run",)}
-# parameters the runner fills in itself, never from the spec
-RUNNER_ARGS = {"decontaminate": {"eval_texts"}}
-# spec-only keys a stage takes besides its function's parameters
-EXTRA_STAGE_KEYS = {"decontaminate": {"against": (list[str] | None, None)}}
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class _Input(_Strict):
+class _Input(Config):
     path: str | list[str] = Field(description="a file, glob or folder, or a list of them")
     preset: Preset | None = None
     mapping: SourceMapping | None = None
@@ -101,24 +96,34 @@ class EvalSetSpec(_Input):
     name: str
 
 
-class OutputSpec(_Strict):
+class OutputSpec(Config):
     shard_rows: PositiveInt = Field(100_000, description="rows per Parquet shard")
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
 
 
-class StageSpec(BaseModel):
-    """`stage` names the step; the other keys are its parameters."""
+class StageSpec(Config):
+    """One ``[[stages]]`` entry: `stage` names the step, `enabled` (default true) can switch it
+    off, and every other key is one of its parameters (kept in `params`, written back flat)."""
 
-    model_config = ConfigDict(extra="allow")
     stage: str
     enabled: bool = True
+    params: dict[str, Any] = Field(default_factory=dict)
 
-    @property
-    def params(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_params(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            own = {k: data[k] for k in ("stage", "enabled") if k in data}
+            data = {**own, "params": {k: v for k, v in data.items() if k not in own}}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        return {**{k: v for k, v in out.items() if k != "params"}, **out.get("params", {})}
 
 
-class CurationSpec(_Strict):
+class CurationSpec(Config):
     """A whole curation run."""
 
     name: str = "curation"
@@ -139,83 +144,40 @@ class CurationSpec(_Strict):
         return data
 
     @model_validator(mode="after")
-    def _check_stages(self) -> CurationSpec:
+    def _check_stages(self, info: ValidationInfo) -> CurationSpec:
         names = [e.name for e in self.eval_sets]
         if len(set(names)) != len(names):
             raise ValueError(f"eval_sets: names must be unique, got {names}")
+        base = (info.context or {}).get("base")
         for i, st in enumerate(self.stages):
-            params = validate_stage_params(st.stage, st.params, where=f"stages[{i}]")
-            st.__pydantic_extra__ = params
-            if st.stage == "decontaminate" and st.enabled and not self.eval_sets and not params.get("against"):
-                raise ValueError(f"stages[{i}] (decontaminate): needs eval sets: add [[eval_sets]] "
-                                 "or give `against = [paths]`")
+            view = SpecView(eval_sets=tuple(names), base=base, enabled=st.enabled)
+            step = stage_class(st.stage, f"stages[{i}]")
+            st.params = step.validate(st.params, f"stages[{i}]", view)
         return self
 
+    def steps(self) -> list[tuple[str, StageSpec, Step]]:
+        """The enabled stages as (where, spec entry, ready-to-run step), in spec order."""
+        view = SpecView(tuple(e.name for e in self.eval_sets))
+        return [(f"stages[{i}]", st, stage_class(st.stage, f"stages[{i}]").build(
+                    st.params, f"stages[{i}]", view))
+                for i, st in enumerate(self.stages) if st.enabled]
 
-def stage_function(name: str, where: str = "stage") -> Any:
-    """The stage callable registered under `name` (imported on demand)."""
-    import importlib
 
+def stage_class(name: str, where: str = "stage") -> type[Step]:
+    """The Step class of the stage registered under `name` (its module imported on demand).
+
+    >>> stage_class("length_bounds").name
+    'length_bounds'
+    """
     if name not in STAGES:
-        raise ValueError(f"{where}: unknown stage {name!r}: expected one of {sorted(STAGES)}")
+        raise ConfigError(f"{where}: unknown stage {name!r}: expected one of {sorted(STAGES)}")
     module, attr = STAGES[name]
     try:
-        return getattr(importlib.import_module(module), attr)
+        obj = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
-        raise ValueError(f"{where}: stage {name!r} is unavailable: {module}.{attr} "
-                         f"could not be imported ({exc})") from exc
-
-
-def _param_model(name: str, func: Any) -> type[BaseModel]:
-    try:
-        hints = typing.get_type_hints(func)
-    except Exception:  # unresolvable annotations: accept any value, the stage checks it
-        hints = {}
-    fields: dict[str, Any] = {}
-    params = list(inspect.signature(func).parameters.values())[1:]  # the first is the frame
-    for p in params:
-        if p.name in RUNNER_ARGS.get(name, set()) or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        default = ... if p.default is inspect.Parameter.empty else p.default
-        fields[p.name] = (hints.get(p.name, Any), default)
-    fields.update(EXTRA_STAGE_KEYS.get(name, {}))
-    return create_model(f"{name}_params", __config__=ConfigDict(extra="forbid",
-                                                                arbitrary_types_allowed=True),
-                        **fields)
-
-
-def validate_stage_params(name: str, params: dict[str, Any], where: str = "stage") -> dict[str, Any]:
-    """Check `params` against stage `name`'s signature; returns the given params, coerced."""
-    func = stage_function(name, where)
-    model = _param_model(name, func)
-    try:
-        checked = model.model_validate(params)
-    except ValidationError as exc:
-        allowed = ", ".join(model.model_fields) or "(none)"
-        msgs = []
-        for err in exc.errors():
-            key = ".".join(str(x) for x in err["loc"])
-            if err["type"] == "extra_forbidden":
-                msgs.append(f"{where} ({name}): unknown key {key!r}: allowed keys are {allowed}")
-            else:
-                msgs.append(f"{where} ({name}).{key}: {err['msg']} (got {err.get('input')!r})")
-        raise ValueError("; ".join(msgs)) from None
-    return checked.model_dump(include=set(params))
-
-
-def format_errors(exc: ValidationError, origin: str = "spec") -> str:
-    """One line per error: 'origin: key.path: message (got value)'."""
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            lines.append(f"{origin}: unknown key {key!r}")
-        elif err["type"] == "value_error":
-            lines.append(f"{origin}: {key}: {msg}" if key != "(top level)" else f"{origin}: {msg}")
-        else:
-            lines.append(f"{origin}: {key}: {msg} (got {err.get('input')!r})")
-    return "\n".join(lines)
+        raise ConfigError(f"{where}: stage {name!r} is unavailable: {module}.{attr} "
+                          f"could not be imported ({exc})") from exc
+    return as_step(obj, name)
 
 
 def _resolve_paths(spec: CurationSpec, base: Path | None) -> CurationSpec:
@@ -227,48 +189,38 @@ def _resolve_paths(spec: CurationSpec, base: Path | None) -> CurationSpec:
 
     for item in [*spec.sources, *spec.eval_sets]:
         item.path = [fix(p) for p in item.paths()] if isinstance(item.path, list) else fix(item.path)
-    for st in spec.stages:
-        for key in PATH_PARAMS.get(st.stage, ()):
-            if st.params.get(key):
-                st.__pydantic_extra__[key] = fix(st.params[key])
-        if st.stage == "decontaminate" and st.params.get("against"):
-            names = {e.name for e in spec.eval_sets}
-            st.__pydantic_extra__["against"] = [a if a in names else fix(a) for a in st.params["against"]]
     return spec
 
 
 def load_spec(spec: str | Path | dict | CurationSpec) -> CurationSpec:
     """A validated CurationSpec from a TOML path, a dict or a model.
 
-    Raises ValueError with one line per problem, each naming the key.
+    Raises ConfigError (a ValueError) with one line per problem, each naming the key
+    and what is allowed.
 
     >>> load_spec({"sources": [{"path": "x.jsonl", "preset": "gsm8k"}]}).name
     'curation'
-    >>> load_spec({"sources": [{"path": "x", "preset": "gsm8k"}], "sorces": 1})
-    Traceback (most recent call last):
-    ...
-    ValueError: spec: unknown key 'sorces'
+    >>> try:
+    ...     load_spec({"sources": [{"path": "x", "preset": "gsm8k"}], "sorces": 1})
+    ... except ConfigError as e:
+    ...     print(e)
+    spec: unknown key 'sorces': allowed keys are name, sources, eval_sets, stages, output (sorces: unknown key, did you mean 'sources'?)
     """
     if isinstance(spec, CurationSpec):
         return spec
     base: Path | None = None
     origin = "spec"
     if isinstance(spec, str | Path):
-        import tomllib
-
         path = Path(spec)
+        if not path.is_file():
+            raise ConfigError(f"{path}: spec file not found")
         origin = str(path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ValueError(f"{path}: spec file not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{path}: invalid TOML: {exc}") from None
+        data = read_toml(path)
         base = path.parent
     else:
         data = dict(spec)
     try:
-        model = CurationSpec.model_validate(data)
+        model = CurationSpec.model_validate(data, context={"base": base})
     except ValidationError as exc:
-        raise ValueError(format_errors(exc, origin)) from None
+        raise ConfigError(format_errors(exc, source=origin, model=CurationSpec)) from None
     return _resolve_paths(model, base)

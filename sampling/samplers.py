@@ -48,15 +48,22 @@ class Sampler:
     name = "base"
 
     def __init__(self, stats: SampleStats, group_size: int = 8, seed: int = 0,
-                 weights: Mapping[str, float] | None = None) -> None:
+                 weights: Mapping[str, float] | None = None, skip_flat: float = 0.0) -> None:
         if not isinstance(group_size, int) or group_size < 2:
             raise ValueError(f"group_size must be an int >= 2, got {group_size!r}")
+        if not 0.0 <= skip_flat < 1.0:
+            raise ValueError(f"skip_flat must be in [0, 1), got {skip_flat!r}")
         self._stats = stats
         self.group_size = group_size
         self.seed = seed
         self.weights = dict(weights) if weights is not None else None
+        self.skip_flat = float(skip_flat)
         self.rng = np.random.default_rng(seed)
         self.last_selection: dict[str, Any] | None = None
+        # rows already handed out at `_taken_step` (fill mode asks several times per step)
+        self._taken = np.empty(0, np.int64)
+        self._taken_step = -1
+        self._skip_mask: np.ndarray | None = None
         if self.weights is not None:
             domain_quotas(1, stats.domains, self.weights, [len(r) for r in stats.domain_rows()])
 
@@ -82,6 +89,9 @@ class Sampler:
             raise ValueError(f"step must be an int >= 0, got {step!r}")
         step = int(step)
         stats = self._stats
+        if step != self._taken_step:
+            self._taken, self._taken_step = np.empty(0, np.int64), step
+        self._skip_mask = self._draw_skips() if self.skip_flat > 0 else None
         if self.weights is None:
             if n > len(stats):
                 raise ValueError(f"batch of {n} asked from a store of {len(stats)} samples")
@@ -94,6 +104,7 @@ class Sampler:
             rows = np.concatenate([p[0] for p in parts])
             score = np.concatenate([p[1] for p in parts])
         rows = rows.astype(np.int64)
+        self._taken = np.concatenate([self._taken, rows])
         self.last_selection = {
             "sample_id": stats.ids[rows].tolist(),
             "row": rows,
@@ -103,6 +114,23 @@ class Sampler:
         }
         self._after_select(rows, step)
         return rows
+
+    def _draw_skips(self) -> np.ndarray:
+        """GRESO's skip: a row whose last s groups were all equal sits this step out
+        with probability 1 - (1 - skip_flat)^s (s = `SampleStats.flat_streak`)."""
+        streak = self._stats.flat_streak()
+        hit = np.flatnonzero(streak > 0)
+        p = 1.0 - (1.0 - self.skip_flat) ** streak[hit]
+        mask = np.zeros(len(streak), dtype=bool)
+        mask[hit[self.rng.random(len(hit)) < p]] = True
+        return mask
+
+    def _blocked(self, rows: np.ndarray) -> np.ndarray:
+        """Rows that may not be chosen now: taken earlier this step, or skipped (skip_flat)."""
+        out = np.isin(rows, self._taken) if len(self._taken) else np.zeros(len(rows), bool)
+        if self._skip_mask is not None:
+            out |= self._skip_mask[rows]
+        return out
 
     def _batch_size(self, k: int) -> int:
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
@@ -177,11 +205,31 @@ class UniformSampler(Sampler):
     name = "uniform"
 
     def __init__(self, stats: SampleStats, group_size: int = 8, seed: int = 0,
-                 weights: Mapping[str, float] | None = None) -> None:
-        super().__init__(stats, group_size, seed, weights)
+                 weights: Mapping[str, float] | None = None, skip_flat: float = 0.0) -> None:
+        super().__init__(stats, group_size, seed, weights, skip_flat)
         self._streams: dict[str, dict[str, Any]] = {}
 
     def _choose(self, q, step, rows, key):
+        if not len(self._taken) and self._skip_mask is None:
+            return self._take(q, rows, key)
+        # blocked rows (taken earlier this step, or skipped) are passed over in the stream
+        base_n = len(self._stats) if rows is None else len(rows)
+        kept, spare, n_kept, pulled = np.empty(0, np.int64), [], 0, 0
+        while n_kept < q and pulled < 2 * base_n:
+            got, _ = self._take(min(q - n_kept, base_n), rows, key)
+            pulled += len(got)
+            got = got[~np.isin(got, kept)]
+            bad = self._blocked(got)
+            kept = np.concatenate([kept, got[~bad]])
+            n_kept = len(kept)
+            spare.append(got[bad & ~np.isin(got, self._taken)])
+        if n_kept < q:  # everything left is skipped: take skipped rows rather than fall short
+            extra = np.concatenate(spare) if spare else np.empty(0, np.int64)
+            kept = np.concatenate([kept, extra[:q - n_kept]])
+        return kept, np.full(len(kept), np.nan)
+
+    def _take(self, q, rows, key):
+        """The next q rows of the domain stream `key` (a new epoch reshuffles)."""
         base = np.arange(len(self._stats)) if rows is None else rows
         st = self._streams.setdefault(key, {"perm": np.empty(0, np.int64), "pos": 0, "epoch": 0})
         perm, pos = st["perm"], st["pos"]
@@ -240,6 +288,12 @@ class ThompsonSampler(Sampler):
       the well-measured one first, and scores an unseen sample at the chance
       its prior gives, not near 1.  The selection score is then that
       probability.
+    - `max_staleness` (steps): a coverage rule stated per prompt: no prompt goes
+      unpicked for more than W steps (earliest deadline first, just as many
+      per step as the deadlines need; the rest of the batch goes to the top
+      scores). Needs n <= W * k to hold; otherwise the oldest go first.
+    - `skip_flat` (any sampler): GRESO's skip of prompts whose recent groups
+      were all equal.
 
     >>> import pyarrow as pa
     >>> s = SampleStats.from_samples(pa.table({"id": list("abc"), "difficulty": [0.0, 0.5, 1.0]}),
@@ -253,8 +307,9 @@ class ThompsonSampler(Sampler):
     def __init__(self, stats: SampleStats, group_size: int = 8, seed: int = 0,
                  pool_factor: float | None = None, temperature: float = 1.0,
                  coverage: float = 0.0, coverage_window: int = 10,
-                 weights: Mapping[str, float] | None = None, predictive: bool = False) -> None:
-        super().__init__(stats, group_size, seed, weights)
+                 weights: Mapping[str, float] | None = None, predictive: bool = False,
+                 max_staleness: int | None = None, skip_flat: float = 0.0) -> None:
+        super().__init__(stats, group_size, seed, weights, skip_flat)
         if pool_factor is not None and not pool_factor >= 1:
             raise ValueError(f"pool_factor must be None or >= 1, got {pool_factor!r}")
         if not 0.0 <= temperature <= 1.0:
@@ -268,11 +323,18 @@ class ThompsonSampler(Sampler):
         if predictive and temperature != 0.0:
             raise ValueError("predictive=True ranks by the posterior expectation and needs "
                              f"temperature=0 (greedy); got temperature={temperature!r}")
+        if max_staleness is not None and not (isinstance(max_staleness, int) and max_staleness >= 1):
+            raise ValueError(f"max_staleness must be None or an int >= 1, got {max_staleness!r}")
+        if max_staleness is not None and coverage > 0:
+            raise ValueError("coverage (a share per fixed window) and max_staleness (a bound per "
+                             "prompt) are two coverage rules; set one of them")
         self.predictive = bool(predictive)
         self.pool_factor = pool_factor
         self.temperature = float(temperature)
         self.coverage, self.coverage_window = float(coverage), coverage_window
-        self._last_pick = np.full(len(stats), -1, dtype=np.int64) if coverage > 0 else None
+        self.max_staleness = max_staleness
+        track = coverage > 0 or max_staleness is not None
+        self._last_pick = np.full(len(stats), -1, dtype=np.int64) if track else None
 
     def _scores(self, cand: np.ndarray | None, step: int) -> np.ndarray:
         a, b = self._stats.posterior(cand, step)
@@ -311,7 +373,7 @@ class ThompsonSampler(Sampler):
             m = int(pg.fresh[gi])
             if m < threshold:
                 if m:
-                    loose.append(grows[st._last[grows] < 0])
+                    loose.append(grows[st.last_step(grows) < 0])
                 continue
             k = min(q, m)
             pick = self._random_fresh(grows, m, k)
@@ -332,8 +394,8 @@ class ThompsonSampler(Sampler):
             return (np.arange(len(st)) if rows is None else rows), self._scores(rows, step)
         seen, small = st.seen_rows(), pg.small_rows
         if dom_code is not None:
-            seen = seen[st._dom[seen] == dom_code]
-            small = small[st._dom[small] == dom_code]
+            seen = seen[st.domain_codes[seen] == dom_code]
+            small = small[st.domain_codes[small] == dom_code]
         base = np.concatenate([seen, small, *loose])
         cand = np.concatenate([base, *picks])
         return cand, np.concatenate([self._scores(base, step), *pick_scores])
@@ -343,10 +405,10 @@ class ThompsonSampler(Sampler):
         st, s = self._stats, len(grows)
         draw = min(s, int(math.ceil(k * s / m * 1.25)) + 16)
         cand = grows[self.rng.choice(s, size=draw, replace=False)]
-        cand = cand[st._last[cand] < 0]  # a random order of the fresh ones drawn
+        cand = cand[st.last_step(cand) < 0]  # a random order of the fresh ones drawn
         if len(cand) >= k:
             return cand[:k]
-        fresh = grows[st._last[grows] < 0]
+        fresh = grows[st.last_step(grows) < 0]
         return fresh[self.rng.choice(m, size=k, replace=False)]
 
     def _coverage_quota(self, q: int, step: int, base: np.ndarray) -> tuple[int, np.ndarray]:
@@ -359,6 +421,25 @@ class ThompsonSampler(Sampler):
             return 0, uncovered
         return min(q, len(uncovered), int(math.ceil(need / max(steps_left, 1)))), uncovered
 
+    def _staleness_quota(self, q: int, step: int, base: np.ndarray) -> tuple[int, np.ndarray]:
+        """Earliest-deadline-first: how many rows must be picked now so that none goes
+        unpicked for more than `max_staleness` steps, and the candidates by deadline.
+
+        A row last picked at step s (never: 0) is due by s + W. With r its steps
+        left (this one included), every horizon h needs ceil(#{r <= h} / h) picks
+        per step from now on; the largest of these is this step's quota, taken
+        from the rows with the earliest deadlines.
+        """
+        w = self.max_staleness
+        last = np.maximum(self._last_pick[base], 0)
+        left = last + w - step + 1
+        order = np.argsort(left, kind="stable")
+        left_sorted = left[order]
+        h = np.arange(1, w + 1)
+        due = np.searchsorted(left_sorted, h, side="right")
+        need = int(np.max(np.ceil(due / h))) if len(base) else 0
+        return min(q, need), base[order]
+
     def _choose(self, q, step, rows, key):
         chosen: list[np.ndarray] = []
         scores: list[np.ndarray] = []
@@ -367,12 +448,20 @@ class ThompsonSampler(Sampler):
             if len(self._last_pick) != len(self._stats):
                 raise ValueError("the store changed size under the sampler; build a new sampler")
             base = np.arange(len(self._stats)) if rows is None else rows
-            n_cov, uncovered = self._coverage_quota(q, step, base)
-            if n_cov:
-                sc = self._scores(uncovered, step)
-                top = _top(sc, n_cov)
-                chosen.append(uncovered[top])
-                scores.append(sc[top])
+            base = base[~np.isin(base, self._taken)] if len(self._taken) else base
+            if self.max_staleness is not None:
+                n_cov, by_deadline = self._staleness_quota(q, step, base)
+                if n_cov:
+                    pick = by_deadline[:n_cov]
+                    chosen.append(pick)
+                    scores.append(self._scores(pick, step))
+            else:
+                n_cov, uncovered = self._coverage_quota(q, step, base)
+                if n_cov:
+                    sc = self._scores(uncovered, step)
+                    top = _top(sc, n_cov)
+                    chosen.append(uncovered[top])
+                    scores.append(sc[top])
         q_main = q - n_cov
         if q_main:
             if self.pool_factor is not None:
@@ -380,6 +469,7 @@ class ThompsonSampler(Sampler):
                 sc = self._scores(cand, step)
             else:
                 cand, sc = self._exact_scores(q, step, rows, key)
+            sc = np.where(self._blocked(cand), -np.inf, sc)
             if chosen:
                 sc = np.where(np.isin(cand, chosen[0]), -np.inf, sc)
             top = _top(sc, q_main)
@@ -424,8 +514,8 @@ class VarianceAwareSampler(Sampler):
     def __init__(self, stats: SampleStats, group_size: int = 8, seed: int = 0,
                  lam: float = 0.8, w_outcome: float = 0.8, w_diversity: float = 0.2,
                  pool_factor: float | None = None,
-                 weights: Mapping[str, float] | None = None) -> None:
-        super().__init__(stats, group_size, seed, weights)
+                 weights: Mapping[str, float] | None = None, skip_flat: float = 0.0) -> None:
+        super().__init__(stats, group_size, seed, weights, skip_flat)
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"lam must be in [0, 1], got {lam!r}")
         if w_outcome < 0 or w_diversity < 0 or w_outcome + w_diversity <= 0:
@@ -439,14 +529,13 @@ class VarianceAwareSampler(Sampler):
         p = st.mean(cand, step)
         # MMR1 measures outcome variance on the rollouts themselves: for a seen
         # sample use its (decayed) empirical pass rate, the prior only for unseen ones
-        ev_s = st._ev_s if cand is None else st._ev_s[cand]
-        ev_n = ev_s + (st._ev_f if cand is None else st._ev_f[cand])
+        ev_s, ev_f = st.evidence(cand)
+        ev_n = ev_s + ev_f
         with np.errstate(invalid="ignore", divide="ignore"):
             p = np.where(ev_n > 0, ev_s / np.where(ev_n > 0, ev_n, 1.0), p)
         ovs = p * (1.0 - p)
         ovs = ovs / max(float(ovs.max()), 1e-12)
-        div = st._div if cand is None else st._div[cand]
-        measured = (st._div_n if cand is None else st._div_n[cand]) > 0
+        div, measured = st.diversity(cand)
         fill = float(div[measured].mean()) if measured.any() else 0.5
         div = np.where(measured, div, fill)
         div = div / max(float(div.max()), 1e-12)
@@ -458,6 +547,8 @@ class VarianceAwareSampler(Sampler):
             cand = self._pool(rows, int(math.ceil(self.pool_factor * q)))
         base = np.arange(len(self._stats)) if cand is None else cand
         score = self.vps(cand, step)
+        blocked = self._blocked(base)
+        score = np.where(blocked, 0.0, score)
         n_prop = min(int(round(self.lam * q)), int((score > 0).sum()))
         u = self.rng.random(len(base))
         with np.errstate(divide="ignore"):
@@ -465,6 +556,8 @@ class VarianceAwareSampler(Sampler):
         prop = _top(keys, n_prop) if n_prop else np.empty(0, np.int64)
         rest_mask = np.ones(len(base), bool)
         rest_mask[prop] = False
+        if int((rest_mask & ~blocked).sum()) >= q - n_prop:
+            rest_mask &= ~blocked
         rest = np.flatnonzero(rest_mask)
         uni = rest[self.rng.choice(len(rest), size=q - n_prop, replace=False)]
         pos = np.concatenate([prop, uni])
@@ -490,8 +583,9 @@ class FilterSampler(UniformSampler):
     name = "filter"
 
     def __init__(self, stats: SampleStats, group_size: int = 8, seed: int = 0,
-                 oversample: float = 2.0, weights: Mapping[str, float] | None = None) -> None:
-        super().__init__(stats, group_size, seed, weights)
+                 oversample: float = 2.0, weights: Mapping[str, float] | None = None,
+                 skip_flat: float = 0.0) -> None:
+        super().__init__(stats, group_size, seed, weights, skip_flat)
         if not oversample >= 1.0:
             raise ValueError(f"oversample must be >= 1, got {oversample!r}")
         self.oversample = float(oversample)
@@ -573,8 +667,8 @@ class CurriculumSampler(Sampler):
                  p_max: float = 0.95,
                  stages: tuple[tuple[float, float], ...] = ((0.6, 1.0), (0.3, 0.7), (0.0, 0.4)),
                  stage_steps: int = 100, advance_at: float | None = None,
-                 weights: Mapping[str, float] | None = None) -> None:
-        super().__init__(stats, group_size, seed, weights)
+                 weights: Mapping[str, float] | None = None, skip_flat: float = 0.0) -> None:
+        super().__init__(stats, group_size, seed, weights, skip_flat)
         if mode not in ("target", "staged"):
             raise ValueError(f"mode must be 'target' or 'staged', got {mode!r}")
         if not 0.0 < target < 1.0:
@@ -599,10 +693,10 @@ class CurriculumSampler(Sampler):
         if self._prev_step < 0 or not len(self._prev_rows):
             return None
         st = self._stats
-        rows = self._prev_rows[st._last[self._prev_rows] >= self._prev_step]
+        rows = self._prev_rows[st.last_step(self._prev_rows) >= self._prev_step]
         if not len(rows):
             return None
-        return float(np.nanmean(st._last_reward[rows]))
+        return float(np.nanmean(st.last_group_mean(rows)))
 
     def _advance(self, step: int) -> None:
         r = self._observed_reward()
@@ -625,13 +719,14 @@ class CurriculumSampler(Sampler):
         base = np.arange(len(self._stats)) if rows is None else rows
         p = self._stats.mean(rows, step)
         jitter = self.rng.random(len(base)) * 1e-6  # random tie-break among equal estimates
+        jitter = np.where(self._blocked(base), np.inf, jitter)
         if self.mode == "target":
             dist = np.abs(p - self.p_target)
             pos = _top(-(dist + jitter), q)
             return base[pos], 1.0 - dist[pos]
         lo, hi = self.stages[self.stage]
         dist = np.maximum(lo - p, 0.0) + np.maximum(p - hi, 0.0)
-        inside = np.flatnonzero(dist == 0)
+        inside = np.flatnonzero((dist == 0) & np.isfinite(jitter))
         if len(inside) >= q:
             pos = inside[self.rng.choice(len(inside), size=q, replace=False)]
         else:

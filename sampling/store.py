@@ -40,7 +40,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,11 +48,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate.io import write_parquet_atomic  # the one atomic writer (a leaf module)
 from sampling.diversity import distinct_ngram_ratio
+from sampling.groups import GroupHierarchy, fit_prompt_strength
 from sampling.index import DictIdIndex
 
 META_KEY = b"thresher.sampling"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added group evidence and flat_streak; 1 still loads
 
 # The DESIGN.md "Sample statistics" columns, in order.
 STATS_COLUMNS = (
@@ -63,7 +64,7 @@ STATS_COLUMNS = (
 # Raw state beside them in a snapshot, so `load` restores the store bit for bit.
 RAW_COLUMNS = (
     "prior_p", "ev_success", "ev_failure", "reward_m2", "len_n", "div_n", "last_reward",
-)
+)  # + flat_streak and one group:<key> column per group key (absent in format 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +82,25 @@ class StoreParams:
     group_size: G of the `score` column, the posterior chance that a group of G
         responses is informative (not all equal).
     correct_threshold: a response counts in `n_correct` when reward >= this.
+    share: evidence shared across prompts (sampling.groups). Off: the prior of
+        a sample without difficulty is its domain's all-time running mean with
+        strength `domain_prior_strength`, exactly as before. On: it is the
+        decayed mean of its finest group (domain, then `group_keys`), with a
+        strength fitted by empirical Bayes (`prompt_strength` None) or fixed,
+        and no uniform Beta(1, 1) base under it, so the posterior mean of an
+        unseen prompt is the rate its group shows now.
+    group_keys: metadata that refines the domain into groups, coarse to fine:
+        Sample columns or keys of its `meta` JSON (e.g. "level", "type",
+        "source", "cluster").
+    group_half_life: steps after which a group's evidence weighs half (None = never).
+    group_strength: pseudo-responses that pull a group's mean toward its parent's.
+    prompt_strength: pseudo-responses of the group mean in a prompt's prior
+        (None = fitted by empirical Bayes from the prompts seen so far).
+    decay_unit: what `fast_half_life` counts: "steps" (since the last update)
+        or "visits" (updates of that prompt: evidence is halved after
+        `fast_half_life` more visits, however far apart). With sharing on,
+        "visits" keeps what a prompt showed between rare visits, while its
+        group tracks the moving policy.
 
     >>> s = SampleStats(["q"], difficulty=[0.25], params=StoreParams(prior_strength=8))
     >>> a, b = s.posterior()
@@ -98,8 +118,27 @@ class StoreParams:
     slow_half_life: float | None = 256.0
     group_size: int = 8
     correct_threshold: float = 0.5
+    share: bool = False
+    group_keys: tuple[str, ...] = ()
+    group_half_life: float | None = 16.0
+    group_strength: float = 8.0
+    prompt_strength: float | None = None
+    decay_unit: str = "steps"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "group_keys", tuple(str(k) for k in self.group_keys))
+        if self.decay_unit not in ("steps", "visits"):
+            raise ValueError(f"decay_unit must be 'steps' or 'visits', got {self.decay_unit!r}")
+        if not (isinstance(self.group_strength, int | float) and self.group_strength > 0):
+            raise ValueError(f"group_strength must be a number > 0, got {self.group_strength!r}")
+        if self.prompt_strength is not None and not (
+                isinstance(self.prompt_strength, int | float) and self.prompt_strength > 0):
+            raise ValueError("prompt_strength must be None (fitted) or a number > 0, "
+                             f"got {self.prompt_strength!r}")
+        if self.group_half_life is not None and not (
+                isinstance(self.group_half_life, int | float) and self.group_half_life > 0):
+            raise ValueError(f"group_half_life must be None (off) or a number of steps > 0, "
+                             f"got {self.group_half_life!r}")
         for name in ("prior_strength", "domain_prior_strength"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
@@ -151,6 +190,7 @@ class SampleStats:
         domains: Sequence[str] | None = None,
         difficulty: Sequence[float | None] | np.ndarray | None = None,
         params: StoreParams | None = None,
+        group_labels: Sequence[Sequence[str]] | None = None,
         **param_overrides: Any,
     ) -> None:
         self.params = dataclasses.replace(params or StoreParams(), **param_overrides)
@@ -210,10 +250,38 @@ class SampleStats:
         self._dom_d_n = np.bincount(self._dom[known], minlength=nd).astype(np.float64)
         self._dom_r_sum = np.zeros(nd)
         self._dom_r_n = np.zeros(nd)
+        self._streak = np.zeros(n, dtype=np.int64)
+        # each prompt's first group: the unbiased sample of its group (a sampler picks
+        # unseen prompts of a group alike, but revisits the mixed ones on purpose)
+        self._first_mean = np.full(n, np.nan)
+        self._first_n = np.zeros(n)
+        self._first_step = np.zeros(n, dtype=np.int64)
+        labels = self._check_labels(group_labels, n)
+        self.groups = GroupHierarchy(self._dom, self.domains, labels)
+        if known.any():
+            rows = np.flatnonzero(known)
+            self.groups.seed(rows, prior[rows])
         self.step = 0
+        self._version = 0
+        self._fitted: tuple[int, float | None] | None = None
         self._dom_rows: list[np.ndarray] | None = None
         self._prior_groups: PriorGroups | None = None
         self._seen_rows: np.ndarray | None = None
+
+    def _check_labels(self, group_labels: Sequence[Sequence[str]] | None, n: int) -> list[np.ndarray]:
+        keys = self.params.group_keys
+        if group_labels is None:
+            if keys:
+                raise ValueError(f"group_keys {list(keys)} need group_labels (one list per key); "
+                                 "build with SampleStats.from_samples to read them from a table")
+            return []
+        labels = [np.asarray([str(v) for v in lab], dtype=object).astype(str) for lab in group_labels]
+        if len(labels) != len(keys):
+            raise ValueError(f"group_labels has {len(labels)} level(s) for group_keys {list(keys)}")
+        for key, lab in zip(keys, labels, strict=True):
+            if len(lab) != n:
+                raise ValueError(f"group_labels[{key!r}] has {len(lab)} entries for {n} ids")
+        return labels
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -221,7 +289,9 @@ class SampleStats:
         """Build from a Sample table (Arrow table or polars DataFrame).
 
         Uses `id` (or `sample_id`), `domain` (optional; "default" when absent or
-        null) and `difficulty` (optional, nullable pass rate in [0, 1]).
+        null), `difficulty` (optional, nullable pass rate in [0, 1]) and, for
+        each of `group_keys`, a column of that name or that key of the `meta`
+        JSON (a row without it is in the group "-").
 
         >>> import pyarrow as pa
         >>> s = SampleStats.from_samples(pa.table({"id": ["x", "y"], "difficulty": [0.25, None]}))
@@ -258,7 +328,9 @@ class SampleStats:
                 raise ValueError(
                     f"column 'difficulty': row {int(bad[0])} is NaN; use null for unknown"
                 )
-        return cls(ids, domains, difficulty, params=params, **kw)
+        eff = dataclasses.replace(params or StoreParams(), **kw)
+        labels = [group_column(table, key) for key in eff.group_keys] or None
+        return cls(ids, domains, difficulty, params=eff, group_labels=labels)
 
     # ------------------------------------------------------------ properties
     def __len__(self) -> int:
@@ -289,6 +361,8 @@ class SampleStats:
     def prior_groups(self) -> PriorGroups:
         """Rows sharing a domain and a prior (same difficulty, or none), cached.
 
+        With sharing on, rows share a prior only within their finest group.
+
         Never-seen rows of one group have the same posterior at any step (no
         evidence, same prior, same age), which exact Thompson sampling exploits.
         Groups smaller than PRIOR_GROUP_MIN rows are pooled in `small_rows`.
@@ -296,8 +370,9 @@ class SampleStats:
         """
         if self._prior_groups is None:
             key = np.where(np.isnan(self._prior_p), -1.0, self._prior_p)
-            order = np.lexsort((key, self._dom))
-            k, d = key[order], self._dom[order]
+            part = self.groups.leaf if self.params.share else self._dom
+            order = np.lexsort((key, part))
+            k, d = key[order], part[order]
             cut = np.flatnonzero((k[1:] != k[:-1]) | (d[1:] != d[:-1])) + 1
             bounds = np.concatenate([[0], cut, [len(order)]])
             group_of = np.full(len(self), -1, dtype=np.int32)
@@ -306,7 +381,7 @@ class SampleStats:
                 rows = np.sort(order[s:e])
                 if e - s >= PRIOR_GROUP_MIN:
                     group_of[rows] = len(groups)
-                    groups.append((int(d[s]), rows))
+                    groups.append((int(self._dom[rows[0]]), rows))
                 else:
                     small.append(rows)
             small_rows = np.sort(np.concatenate(small)) if small else np.empty(0, np.int64)
@@ -319,6 +394,30 @@ class SampleStats:
         if self._seen_rows is None:
             self._seen_rows = np.flatnonzero(self._n_seen > 0)
         return self._seen_rows
+
+    # Read access for samplers (rows: an int array of rows, or None for all).
+    def last_step(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Step of each row's last update; -1 where never updated."""
+        return self._last if rows is None else self._last[rows]
+
+    def evidence(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Success and failure evidence as of each row's last update (not decayed to now)."""
+        if rows is None:
+            return self._ev_s, self._ev_f
+        return self._ev_s[rows], self._ev_f[rows]
+
+    def diversity(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Mean response diversity per row, and whether it was ever measured."""
+        div, n = (self._div, self._div_n) if rows is None else (self._div[rows], self._div_n[rows])
+        return div, n > 0
+
+    def last_group_mean(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Mean reward of each row's last group (NaN where never updated)."""
+        return self._last_reward if rows is None else self._last_reward[rows]
+
+    def flat_streak(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Groups in a row, up to the last, whose rewards were all equal (GRESO's signal)."""
+        return self._streak if rows is None else self._streak[rows]
 
     def rows(self, sample_ids: Sequence[str]) -> np.ndarray:
         """Row numbers of `sample_ids`; raises KeyError naming any unknown id."""
@@ -355,28 +454,80 @@ class SampleStats:
         t = self.step if step is None else int(step)
         p = self.params
         sel = (lambda a: a) if idx is None else (lambda a: a[idx])
-        dom = sel(self._dom)
-        dmean = self.domain_mean()[dom]
         prior = sel(self._prior_p)
         known = ~np.isnan(prior)
-        p0 = np.where(known, prior, dmean)
-        m = np.where(known, p.prior_strength, p.domain_prior_strength)
+        if p.share:
+            gmean = self.groups.leaf_means(idx, t, p.group_half_life, p.group_strength)
+            gmean = np.clip(gmean, 1e-3, 1.0 - 1e-3)
+            m_free, base = self.prompt_strength(), 0.0
+        else:
+            gmean = self.domain_mean()[sel(self._dom)]
+            m_free, base = p.domain_prior_strength, 1.0
+        p0 = np.where(known, prior, gmean)
+        m = np.where(known, p.prior_strength, m_free)
         last = sel(self._last)
         ev_s, ev_f = sel(self._ev_s), sel(self._ev_f)
-        if p.fast_half_life is not None or p.slow_half_life is not None:
+        fast = p.fast_half_life if p.decay_unit == "steps" else None
+        if fast is not None or p.slow_half_life is not None:
             # never-seen samples age from step 0, when their prior was set
             dt = (t - np.maximum(last, 0)).astype(np.float64)
             np.maximum(dt, 0.0, out=dt)
             if p.slow_half_life is not None:
                 w = 1.0 - np.exp2(-dt / p.slow_half_life)
-                p0 = p0 + w * (dmean - p0)
-            if p.fast_half_life is not None:
-                g = np.exp2(-dt / p.fast_half_life)
+                p0 = p0 + w * (gmean - p0)
+            if fast is not None:
+                g = np.exp2(-dt / fast)
                 ev_s = ev_s * g
                 ev_f = ev_f * g
-        alpha = 1.0 + m * p0 + ev_s
-        beta = 1.0 + m * (1.0 - p0) + ev_f
+        if p.share:  # a known difficulty of exactly 0 or 1 must still give a proper Beta
+            p0 = np.clip(p0, 1e-3, 1.0 - 1e-3)
+        alpha = base + m * p0 + ev_s
+        beta = base + m * (1.0 - p0) + ev_f
         return alpha, beta
+
+    def prompt_strength(self) -> float:
+        """Pseudo-responses of the group mean in an unseen prompt's prior (sharing on).
+
+        `params.prompt_strength` when set; else fitted by empirical Bayes
+        (`sampling.groups.fit_prompt_strength`) from each prompt's first group
+        around its group's mean now, recent first groups weighing more (the
+        group half-life); refitted after each update; the
+        `domain_prior_strength` until 8 prompts have a first group of 2 or more.
+        """
+        p = self.params
+        if p.prompt_strength is not None:
+            return float(p.prompt_strength)
+        if self._fitted is None or self._fitted[0] != self._version:
+            rows = np.flatnonzero(~np.isnan(self._first_mean))
+            mu = self.groups.leaf_means(rows, self.step, p.group_half_life, p.group_strength)
+            age = (self.step - self._first_step[rows]).astype(np.float64)
+            w = None if p.group_half_life is None else np.exp2(-age / p.group_half_life)
+            n = self._first_n[rows]
+            self._fitted = (self._version,
+                            fit_prompt_strength(self._first_mean[rows] * n, n, mu, weights=w))
+        m = self._fitted[1]
+        return float(p.domain_prior_strength if m is None else m)
+
+    def predict(self, rows: Sequence[str] | np.ndarray | None = None,
+                step: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted pass rate of any prompt, seen or not, and its uncertainty.
+
+        Returns (mean, std) of the posterior Beta at `step`. With sharing on, an
+        unseen prompt's prediction is its group's current rate, and its std
+        says how much prompts of that group spread around it.
+
+        >>> import pyarrow as pa
+        >>> t = pa.table({"id": list("abcd"), "domain": ["x"] * 4,
+        ...               "level": [1, 1, 2, 2]})
+        >>> s = SampleStats.from_samples(t, share=True, group_keys=("level",), prompt_strength=4.0)
+        >>> s.update(["a"] * 8, [1.0] * 8, step=1)     # level 1 looks easy now ...
+        >>> mean, std = s.predict(["b", "d"])           # ... so unseen b is predicted above d
+        >>> bool(mean[0] > mean[1]), bool(std[0] > 0)
+        (True, True)
+        """
+        a, b = self.posterior(rows, step)
+        tot = a + b
+        return a / tot, np.sqrt(a * b / (tot * tot * (tot + 1.0)))
 
     def mean(self, rows: Sequence[str] | np.ndarray | None = None,
              step: int | None = None) -> np.ndarray:
@@ -475,8 +626,11 @@ class SampleStats:
         f_sum = cnt - s_sum
         p = self.params
         if p.fast_half_life is not None:
-            dt = (step - np.maximum(last, 0)).astype(np.float64)
-            g = np.where(last >= 0, np.exp2(-dt / p.fast_half_life), 1.0)
+            if p.decay_unit == "visits":  # one more visit: earlier evidence loses a step of weight
+                g = np.where(last >= 0, 2.0 ** (-1.0 / p.fast_half_life), 1.0)
+            else:
+                dt = (step - np.maximum(last, 0)).astype(np.float64)
+                g = np.where(last >= 0, np.exp2(-dt / p.fast_half_life), 1.0)
             ev_s = self._ev_s[uniq] * g + s_sum
             ev_f = self._ev_f[uniq] * g + f_sum
         else:
@@ -513,6 +667,17 @@ class SampleStats:
         dom = self._dom[uniq]
         self._dom_r_sum += np.bincount(dom, s_sum, minlength=nd)
         self._dom_r_n += np.bincount(dom, cnt, minlength=nd)
+        # GRESO's signal: how many groups in a row came out all equal (no gradient)
+        flat = (m2b <= 1e-12) & (cnt >= 2)
+        self._streak[uniq] = np.where(flat, self._streak[uniq] + 1, 0)
+        first = self._n_seen[uniq] == cnt  # updated just above: these had no evidence before
+        self._first_mean[uniq[first]] = mb[first]
+        self._first_n[uniq[first]] = cnt[first]
+        self._first_step[uniq[first]] = step
+        # groups learn from first visits only: revisits are chosen for their evidence
+        # (a sampler returns to the mixed prompts), so they would bias the group toward 1/2
+        self.groups.add(uniq[first], s_sum[first], cnt[first], step, p.group_half_life)
+        self._version += 1
         self.step = max(self.step, step)
         if len(newly_seen):
             if self._seen_rows is not None:
@@ -564,7 +729,16 @@ class SampleStats:
                 "len_n": pa.array(self._len_n),
                 "div_n": pa.array(self._div_n),
                 "last_reward": pa.array(self._last_reward, mask=np.isnan(self._last_reward)),
+                "flat_streak": pa.array(self._streak),
+                "first_mean": pa.array(self._first_mean, mask=np.isnan(self._first_mean)),
+                "first_n": pa.array(self._first_n),
+                "first_step": pa.array(self._first_step),
             })
+            labels = self.groups.codes[1:]
+            for key, codes, names in zip(self.params.group_keys, labels, self.groups.names[1:],
+                                         strict=True):
+                tail = np.array([nm.rsplit("/", 1)[1] for nm in names], dtype=object)
+                cols[f"group:{key}"] = pa.array(tail[codes], type=pa.string())
         return pa.table(cols)
 
     # ------------------------------------------------------------ persistence
@@ -589,6 +763,7 @@ class SampleStats:
             "dom_d_n": self._dom_d_n.tolist(),
             "dom_r_sum": self._dom_r_sum.tolist(),
             "dom_r_n": self._dom_r_n.tolist(),
+            "groups": self.groups.state(),
         }
         if sampler is not None:
             from sampling.state import encode_state
@@ -596,7 +771,7 @@ class SampleStats:
             meta["sampler"] = encode_state(sampler.state_dict())
         table = self.to_arrow(raw=True)
         table = table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
-        _write_parquet_atomic(table, path)
+        write_parquet_atomic(table, path)
         return path
 
     @classmethod
@@ -608,7 +783,7 @@ class SampleStats:
         if raw_meta is None:
             raise ValueError(f"{path}: not a SampleStats snapshot (no {META_KEY.decode()} metadata)")
         meta = json.loads(raw_meta)
-        if meta.get("version") != FORMAT_VERSION:
+        if meta.get("version") not in (1, FORMAT_VERSION):
             raise ValueError(f"{path}: snapshot format {meta.get('version')!r}, expected {FORMAT_VERSION}")
         missing = [c for c in STATS_COLUMNS + RAW_COLUMNS if c not in table.column_names]
         if missing:
@@ -618,21 +793,19 @@ class SampleStats:
             return table.column(name).fill_null(fill).to_numpy().astype(np.float64)
 
         def i64(name: str, fill: int = 0) -> np.ndarray:
+            if name not in table.column_names:  # written before the column existed
+                return np.full(table.num_rows, fill, dtype=np.int64)
             return table.column(name).fill_null(fill).to_numpy().astype(np.int64)
 
-        params = StoreParams(**meta["params"])
-        stats = cls.__new__(cls)
-        stats.params = params
-        ids = table.column("sample_id").to_pylist()
-        stats._ids = np.empty(len(ids), dtype=object)
-        stats._ids[:] = ids
-        stats._index = DictIdIndex(ids)
-        stats.domains = list(meta["domains"])
-        pos = {d: i for i, d in enumerate(stats.domains)}
-        dom_col = table.column("domain").combine_chunks().dictionary_encode()
-        dict_codes = np.array([pos[d] for d in dom_col.dictionary.to_pylist()], dtype=np.int32)
-        stats._dom = dict_codes[dom_col.indices.to_numpy(zero_copy_only=False)]
-        stats._prior_p = f64("prior_p")
+        params = StoreParams(**{k: tuple(v) if k == "group_keys" else v
+                                for k, v in meta["params"].items()})
+        labels = [table.column(f"group:{k}").to_pylist() for k in params.group_keys] or None
+        # one constructor path: __init__ builds ids, index, domains and groups; the
+        # snapshot's state arrays then replace the fresh ones
+        stats = cls(table.column("sample_id").to_pylist(), table.column("domain").to_pylist(),
+                    f64("prior_p"), params=params, group_labels=labels)
+        if stats.domains != list(meta["domains"]):
+            raise ValueError(f"{path}: snapshot domains {meta['domains']} do not match its rows")
         stats._ev_s = f64("ev_success")
         stats._ev_f = f64("ev_failure")
         stats._n_seen = i64("n_seen")
@@ -645,14 +818,18 @@ class SampleStats:
         stats._len_n = i64("len_n")
         stats._div = f64("diversity", 0.0)
         stats._div_n = i64("div_n")
+        stats._streak = i64("flat_streak")
+        if "first_mean" in table.column_names:
+            stats._first_mean = f64("first_mean")
+            stats._first_n = f64("first_n", 0.0)
+            stats._first_step = i64("first_step")
         stats._dom_d_sum = np.array(meta["dom_d_sum"], dtype=np.float64)
         stats._dom_d_n = np.array(meta["dom_d_n"], dtype=np.float64)
         stats._dom_r_sum = np.array(meta["dom_r_sum"], dtype=np.float64)
         stats._dom_r_n = np.array(meta["dom_r_n"], dtype=np.float64)
+        if "groups" in meta:
+            stats.groups.load_state(meta["groups"])
         stats.step = int(meta["step"])
-        stats._dom_rows = None
-        stats._prior_groups = None
-        stats._seen_rows = None
         return stats
 
     def restore(self, path: str | os.PathLike) -> SampleStats:
@@ -694,6 +871,38 @@ class SampleStats:
         )
 
 
+MISSING_LABEL = "-"
+
+
+def group_column(table: pa.Table, key: str) -> list[str]:
+    """One label per row for a group key: the column `key`, else that key of the `meta` JSON.
+
+    >>> group_column(pa.table({"meta": ['{"level": 2}', None, '{}']}), "level")
+    ['2', '-', '-']
+    """
+    if key in table.column_names:
+        return [MISSING_LABEL if v is None else str(v) for v in table.column(key).to_pylist()]
+    if "meta" not in table.column_names:
+        raise ValueError(f"group key {key!r}: the samples have neither a {key!r} column nor a "
+                         f"'meta' column to read it from; columns are {table.column_names}")
+    out, found = [], False
+    for row, raw in enumerate(table.column("meta").to_pylist()):
+        if not raw:
+            out.append(MISSING_LABEL)
+            continue
+        try:
+            meta = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"column 'meta', row {row}: not valid JSON ({exc.msg}); "
+                             f"group key {key!r} is read from it") from None
+        v = meta.get(key) if isinstance(meta, dict) else None
+        found = found or v is not None
+        out.append(MISSING_LABEL if v is None else str(v))
+    if not found:
+        raise ValueError(f"group key {key!r}: no row has it, as a column or in 'meta'")
+    return out
+
+
 def beta_informative(a: np.ndarray, b: np.ndarray, g: int) -> np.ndarray:
     """1 - E[p^G] - E[(1-p)^G] for p ~ Beta(a, b): the chance a group of G is informative.
 
@@ -709,19 +918,3 @@ def beta_informative(a: np.ndarray, b: np.ndarray, g: int) -> np.ndarray:
         ep *= (a + i) / (a + b + i)
         eq *= (b + i) / (a + b + i)
     return 1.0 - ep - eq
-
-
-def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    # mkstemp makes 0600 files; give the snapshot the mode of any other new file
-    mask = os.umask(0)
-    os.umask(mask)
-    os.fchmod(fd, 0o666 & ~mask)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate.io import write_json_atomic, write_parquet_atomic
-from curate.schema import ROLLOUT_SCHEMA, SAMPLE_SCHEMA, conform, sample_id, sample_ids
+from curate.rollout_log import ROLLOUT_SCHEMA, RolloutWriter
+from curate.schema import SAMPLE_SCHEMA, conform, sample_id, sample_ids
 from pipelines.cli import COMMANDS, main
-from trainer.rollout_log import RolloutWriter
 
 
 def test_sample_id_is_stable_and_content_sensitive():

@@ -19,8 +19,8 @@ from curate.importers import (
     import_info,
     read_rollouts,
 )
-from curate.schema import ROLLOUT_SCHEMA, sample_id
-from trainer.rollout_log import RolloutWriter
+from curate.rollout_log import ROLLOUT_SCHEMA, RolloutWriter
+from curate.schema import sample_id
 
 FIX = Path(__file__).parent / "fixtures" / "logs"
 MATH_COT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "Qwen2.5-Math" / "math_cot_100.jsonl"

@@ -213,3 +213,16 @@ def test_a_bad_utf8_line_costs_one_row(tmp_path):
     assert res.samples.num_rows == 2
     (q,) = res.quarantine.to_pylist()
     assert q["line"] == 2 and "not valid UTF-8" in q["error"]
+
+
+def test_quarantine_keeps_the_raw_record(tmp_path):
+    """Nothing lost: a bad line keeps its text (bad bytes escaped), so it can be fixed and re-ingested."""
+    good = b'{"question": "1+1?", "answer": "#### 2"}\n'
+    p = tmp_path / "in.jsonl"
+    p.write_bytes(good + b'{"question": "torn\n' + b'[1, 2]\n' + b'{"question": "caf\xe9?", "answer": "#### 1"}\n')
+    res = read_samples(p, "gsm8k")
+    q = {r["line"]: r for r in res.quarantine.to_pylist()}
+    assert res.samples.num_rows == 1 and sorted(q) == [2, 3, 4]
+    assert q[2]["raw"] == '{"question": "torn' and "invalid JSON" in q[2]["error"]
+    assert q[3]["raw"] == "[1, 2]" and "expected a JSON object" in q[3]["error"]
+    assert q[4]["raw"] == '{"question": "caf\\xe9?", "answer": "#### 1"}' and "UTF-8" in q[4]["error"]

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from curate.schema import ROLLOUT_SCHEMA
+from curate.rollout_log import ROLLOUT_SCHEMA
 from curate.synthetic import make_suite
 from trainer import GRPOConfig, GRPOTrainer, build_tiny_model, char_tokenizer, combine
 from trainer.modeling import TinyModelSpec

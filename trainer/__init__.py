@@ -19,7 +19,7 @@ _EXPORTS: dict[str, str] = {
     "SFTTrainer": "trainer.sft",
     "SFTConfig": "trainer.config",
     "ConfigError": "trainer.config",
-    "RolloutWriter": "trainer.rollout_log",
+    "RolloutWriter": "curate.rollout_log",
     "verifiable_reward": "trainer.rewards",
     "format_reward": "trainer.rewards",
     "length_reward": "trainer.rewards",

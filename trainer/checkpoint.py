@@ -79,12 +79,5 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def checkpoint_step(path: Path) -> int:
-    m = _STEP_DIR.match(path.name)
-    if not m:
-        raise ValueError(f"{path} is not a step-XXXXXXXX checkpoint folder")
-    return int(m.group(1))
-
-
 def load_trainer_state(path: Path) -> dict:
     return torch.load(path / "trainer_state.pt", weights_only=False)

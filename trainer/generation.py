@@ -56,7 +56,7 @@ def generate(
     if batch_size and len(prompts) > batch_size:
         parts = [generate(model, tokenizer, prompts[i:i + batch_size], max_new_tokens, do_sample,
                           temperature, top_p) for i in range(0, len(prompts), batch_size)]
-        return _concat(parts, tokenizer.pad_token_id)
+        return concat_generations(parts, tokenizer.pad_token_id)
     ids, mask = encode_prompts(tokenizer, prompts, device)
     was_training = model.training
     model.eval()
@@ -160,7 +160,8 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Ten
     return torch.multinomial(probs, 1).squeeze(1)
 
 
-def _concat(parts: list[Generation], pad_id: int) -> Generation:
+def concat_generations(parts: list[Generation], pad_id: int) -> Generation:
+    """Stack generations of different widths: prompts re-padded on the left, responses on the right."""
     def cat(tensors: list[torch.Tensor], left: bool) -> torch.Tensor:
         width = max(t.shape[1] for t in tensors)
         padded = []

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import os
 import random
 import signal
@@ -34,13 +33,18 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from curate.rollout_log import RolloutWriter
 from trainer import checkpoint as ckpt
 from trainer.config import GRPOConfig
-from trainer.generation import generate_groups, response_logprobs
+from trainer.generation import (
+    Generation,
+    concat_generations,
+    generate_groups,
+    response_logprobs,
+)
 from trainer.losses import group_advantages, informative_groups, policy_loss
 from trainer.modeling import auto_device
 from trainer.rewards import CombinedReward, default_reward
-from trainer.rollout_log import RolloutWriter
 from trainer.schedule import make_scheduler
 
 KILL_ENV = "THRESHER_KILL_AT"  # test hook: "<point>:<step>", point in {after_update, after_log, after_checkpoint}
@@ -59,6 +63,42 @@ class StepMetrics:
     tokens_per_s: float
     seconds: float
     extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Round:
+    """One round of rollouts in a step: the prompts asked for and all they produced."""
+
+    ids: list[str]
+    prompts: list[str]
+    gen: Any
+    cols: dict[str, list]
+    rewards: torch.Tensor
+    total: list[float]
+    stat_r: list[float]
+    adv: torch.Tensor
+    informative: torch.Tensor
+    correct: list[float]
+    fmt: list[float]
+    p_est: list[float | None]
+    score: list[float | None]
+    group0: int
+    keep: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
+
+
+def _kept_rows(rounds: list[_Round], g: int, pad_id: int):
+    """The kept groups' rows of every round as one Generation, and their advantages."""
+    parts, advs = [], []
+    for r in rounds:
+        idx = torch.nonzero(r.keep.repeat_interleave(g)).flatten()
+        if idx.numel():
+            gen = r.gen
+            parts.append(Generation(gen.prompt_ids[idx], gen.prompt_mask[idx], gen.response_ids[idx],
+                                    gen.response_mask[idx], [gen.texts[i] for i in idx.tolist()]))
+            advs.append(r.adv[idx])
+    if not parts:
+        return rounds[0].gen, torch.zeros(0)
+    return concat_generations(parts, pad_id), torch.cat(advs)
 
 
 def _maybe_kill(point: str, step: int) -> None:
@@ -129,9 +169,12 @@ class GRPOTrainer:
                                                config.reward_length, config.max_new_tokens)
         self.progress = progress
         self._index_samples(samples)
-        from sampling import SampleStats, make_sampler
+        from sampling import SampleStats, StoreParams, make_sampler
 
-        self.stats = stats if stats is not None else SampleStats.from_samples(samples)
+        if stats is None:
+            params = StoreParams(**config.store_args) if config.store_args else None
+            stats = SampleStats.from_samples(samples, params=params)
+        self.stats = stats
         self._make_sampler = lambda st: make_sampler(config.sampler, st, **self._sampler_kwargs())
         self.sampler = sampler if sampler is not None else self._make_sampler(self.stats)
         self.sampler_name = config.sampler if sampler is None else type(sampler).__name__
@@ -143,6 +186,7 @@ class GRPOTrainer:
                                         config.steps * updates_per_step)
         self.writer = RolloutWriter(self.run_dir, self.run_id)
         self.step = 0  # completed steps
+        self.fill_rate = 0.5  # running informative share of fill rounds (sizes the next round)
         self.ref_model = None
         self.history: list[StepMetrics] = []
         if resume and ckpt.latest_checkpoint(self.run_dir) is not None:
@@ -202,67 +246,27 @@ class GRPOTrainer:
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
 
-        # 1. prompts from the sampler (estimate and score as they were at selection)
-        ids = [str(i) for i in self.sampler.next_batch(cfg.prompts_per_step, step=t)]
-        p_est, score = _selection_info(self.sampler, self.stats, ids)
-        rows = [self._row[i] for i in ids]
-        g = cfg.group_size
-        prompts = [self._prompt[r] for r in rows for _ in range(g)]
+        # 1-4. prompts -> G responses each -> rewards, advantages -> store update, per round
+        if cfg.fill:
+            rounds, short = self._fill_rounds(t)
+        else:
+            rounds, short = [self._rollout(cfg.prompts_per_step, t, group0=0)], False
+            r = rounds[0]
+            r.keep = r.informative.clone() if cfg.drop_uninformative else \
+                torch.ones_like(r.informative)
 
-        # 2. G responses per prompt (each prompt prefilled once, its KV cache shared)
-        with self._autocast():
-            gen = generate_groups(self.model, self.tokenizer, [self._prompt[r] for r in rows], g,
-                                  cfg.max_new_tokens, cfg.temperature, cfg.top_p)
-        resp_tokens = gen.response_lengths
-
-        # 3. rewards and advantages
-        cols = {
-            "answer": [self._answer[r] for r in rows for _ in range(g)],
-            "answer_type": [self._answer_type[r] for r in rows for _ in range(g)],
-            "domain": [self._domain[r] for r in rows for _ in range(g)],
-            "sample_id": [i for i in ids for _ in range(g)],
-            "response_tokens": resp_tokens,
-        }
-        rew = self.reward(prompts, gen.texts, **cols)
-        rewards = torch.tensor(rew.total, dtype=torch.float32)
-        adv = group_advantages(rewards, g, cfg.adv_scale)
-        informative = informative_groups(rewards, g)
-        correct = rew.components.get("correct", [float("nan")] * len(prompts))
-        fmt = rew.components.get("format", [float("nan")] * len(prompts))
-
-        # 4. fresh statistics for the next selection
-        # (the store wants rewards in [0, 1]: correctness when known, else the clipped total)
-        stat_r = rew.components["correct"] if "correct" in rew.components else \
-            [min(1.0, max(0.0, v)) for v in rew.total]
-        self.stats.update(cols["sample_id"], stat_r, step=t, lengths=resp_tokens,
-                          responses=gen.texts)
-
-        # 5. policy update on the informative groups
-        keep = informative.repeat_interleave(g) if cfg.drop_uninformative else torch.ones_like(rewards, dtype=torch.bool)
-        loss, clip_frac, kl = self._update(gen, adv, keep)
+        # 5. policy update on the kept groups
+        if len(rounds) == 1:
+            r = rounds[0]
+            loss, clip_frac, kl = self._update(r.gen, r.adv, r.keep.repeat_interleave(cfg.group_size))
+        else:
+            gen, adv = _kept_rows(rounds, cfg.group_size, self.tokenizer.pad_token_id)
+            loss, clip_frac, kl = self._update(gen, adv, torch.ones(len(adv), dtype=torch.bool))
         _maybe_kill("after_update", t)
 
-        # 6. the step's rollout-log part, then (maybe) a checkpoint
-        n = len(prompts)
-        self.writer.write({
-            "step": [t] * n,
-            "sample_id": cols["sample_id"],
-            "group": [k // g for k in range(n)],
-            "response_idx": [k % g for k in range(n)],
-            "domain": cols["domain"],
-            "prompt": prompts,
-            "response": gen.texts,
-            "reward": rew.total,
-            "correct": [bool(c >= 0.5) if c == c else None for c in correct],
-            "format_ok": [bool(f >= 0.5) if f == f else None for f in fmt],
-            "advantage": adv.tolist(),
-            "prompt_tokens": gen.prompt_lengths,
-            "response_tokens": resp_tokens,
-            "sampler": [self.sampler_name] * n,
-            "p_estimate": [p_est[k // g] for k in range(n)],
-            "score": [score[k // g] for k in range(n)],
-            "policy_version": [t - 1] * n,
-        })
+        # 6. the step's rollout-log parts (one per round), then (maybe) a checkpoint
+        for seq, r in enumerate(rounds):
+            self._log_round(r, t, seq)
         _maybe_kill("after_log", t)
         self.step = t
         if t % cfg.save_every == 0 or t == cfg.steps:
@@ -270,14 +274,116 @@ class GRPOTrainer:
             _maybe_kill("after_checkpoint", t)
 
         secs = time.perf_counter() - t0
+        n_resp = sum(len(r.stat_r) for r in rounds)
+        informative = torch.cat([r.informative for r in rounds])
+        rewards = torch.cat([r.rewards for r in rounds])
+        correct = [c for r in rounds for c in r.correct]
+        fmt = [f for r in rounds for f in r.fmt]
+        tokens = sum(sum(r.gen.response_lengths) for r in rounds)
         m = StepMetrics(
             step=t, reward=float(rewards.mean()), accuracy=_nanmean(correct),
             format_ok=_nanmean(fmt), informative_ratio=float(informative.float().mean()),
             loss=loss, clip_frac=clip_frac, kl=kl,
-            tokens_per_s=float(sum(resp_tokens)) / max(secs, 1e-9), seconds=secs,
+            tokens_per_s=float(tokens) / max(secs, 1e-9), seconds=secs,
+            extra={"rollouts": float(n_resp), "groups": float(len(informative)),
+                   "kept_groups": float(sum(int(r.keep.sum()) for r in rounds)),
+                   "rounds": float(len(rounds)), "fill_short": float(short)},
         )
         self.history.append(m)
         return m
+
+    def _rollout(self, k: int, t: int, group0: int) -> _Round:
+        """Ask the sampler for k prompts, sample G responses each, score them, update the store."""
+        cfg = self.cfg
+        ids = [str(i) for i in self.sampler.next_batch(k, step=t)]
+        p_est, score = _selection_info(self.sampler, self.stats, ids)
+        rows = [self._row[i] for i in ids]
+        g = cfg.group_size
+        prompts = [self._prompt[r] for r in rows for _ in range(g)]
+        # each prompt prefilled once, its KV cache shared by its G responses
+        with self._autocast():
+            gen = generate_groups(self.model, self.tokenizer, [self._prompt[r] for r in rows], g,
+                                  cfg.max_new_tokens, cfg.temperature, cfg.top_p)
+        cols = {
+            "answer": [self._answer[r] for r in rows for _ in range(g)],
+            "answer_type": [self._answer_type[r] for r in rows for _ in range(g)],
+            "domain": [self._domain[r] for r in rows for _ in range(g)],
+            "sample_id": [i for i in ids for _ in range(g)],
+            "response_tokens": gen.response_lengths,
+        }
+        rew = self.reward(prompts, gen.texts, **cols)
+        rewards = torch.tensor(rew.total, dtype=torch.float32)
+        # the store wants rewards in [0, 1]: correctness when known, else the clipped total
+        stat_r = rew.components["correct"] if "correct" in rew.components else \
+            [min(1.0, max(0.0, v)) for v in rew.total]
+        # fresh statistics for the next selection (in fill mode: the next round's)
+        self.stats.update(cols["sample_id"], stat_r, step=t, lengths=gen.response_lengths,
+                          responses=gen.texts)
+        return _Round(
+            ids=ids, prompts=prompts, gen=gen, cols=cols, rewards=rewards,
+            total=rew.total, stat_r=stat_r,
+            adv=group_advantages(rewards, g, cfg.adv_scale),
+            informative=informative_groups(rewards, g),
+            correct=rew.components.get("correct", [float("nan")] * len(prompts)),
+            fmt=rew.components.get("format", [float("nan")] * len(prompts)),
+            p_est=p_est, score=score, group0=group0,
+        )
+
+    def _fill_rounds(self, t: int) -> tuple[list[_Round], bool]:
+        """DAPO dynamic sampling: roll out rounds of groups until B informative ones are in hand.
+
+        Each round asks the sampler for about as many prompts as the running
+        informative share says will fill the rest (`fill_rate`, updated after
+        every round), never more than `fill_round_max` x B; the sampler never
+        hands out a prompt twice in one step. The update uses the first B
+        informative groups, in the order generated; informative groups beyond
+        B are logged with kept = false. After `fill_max_rounds` rounds the step
+        goes on with what it has (fill_short = 1 in the step's metrics).
+        """
+        cfg = self.cfg
+        b, rounds, have = cfg.prompts_per_step, [], 0
+        while have < b and len(rounds) < cfg.fill_max_rounds:
+            want = int(np.ceil((b - have) / max(self.fill_rate, 0.05)))
+            k = max(1, min(want, int(cfg.fill_round_max * b), len(self.stats) - sum(
+                len(r.ids) for r in rounds)))
+            if k <= 0:
+                break
+            r = self._rollout(k, t, group0=sum(len(x.ids) for x in rounds))
+            n_inf = int(r.informative.sum())
+            r.keep = r.informative.clone()
+            if have + n_inf > b:  # keep the first B informative groups in all
+                extra = torch.nonzero(r.keep).flatten()[b - have:]
+                r.keep[extra] = False
+            have += int(r.keep.sum())
+            share = n_inf / len(r.ids)
+            self.fill_rate = 0.7 * self.fill_rate + 0.3 * share
+            rounds.append(r)
+        return rounds, have < b
+
+    def _log_round(self, r: _Round, t: int, seq: int) -> None:
+        g = self.cfg.group_size
+        n = len(r.prompts)
+        keep = r.keep.repeat_interleave(g).tolist()
+        self.writer.write({
+            "step": [t] * n,
+            "sample_id": r.cols["sample_id"],
+            "group": [r.group0 + k // g for k in range(n)],
+            "response_idx": [k % g for k in range(n)],
+            "domain": r.cols["domain"],
+            "prompt": r.prompts,
+            "response": r.gen.texts,
+            "reward": r.total,
+            "correct": [bool(c >= 0.5) if c == c else None for c in r.correct],
+            "format_ok": [bool(f >= 0.5) if f == f else None for f in r.fmt],
+            "advantage": r.adv.tolist(),
+            "prompt_tokens": r.gen.prompt_lengths,
+            "response_tokens": r.gen.response_lengths,
+            "sampler": [self.sampler_name] * n,
+            "p_estimate": [r.p_est[k // g] for k in range(n)],
+            "score": [r.score[k // g] for k in range(n)],
+            "policy_version": [t - 1] * n,
+            "kept": keep,
+        }, seq=seq)
 
     def _autocast(self):
         if self.device.type == "cuda" and self.dtype != torch.float32:
@@ -338,6 +444,7 @@ class GRPOTrainer:
             "rng": ckpt.rng_state(),
             "config": self.cfg.to_dict(),
             "history": [m.__dict__ for m in self.history],
+            "fill_rate": self.fill_rate,
         }
 
         def extra(folder: Path) -> None:
@@ -371,6 +478,7 @@ class GRPOTrainer:
         if sampler_state is not None and hasattr(self.sampler, "load_state_dict"):
             self.sampler.load_state_dict(sampler_state)
         self.step = int(state["step"])
+        self.fill_rate = float(state.get("fill_rate", 0.5))
         self.history = [StepMetrics(**m) for m in state.get("history", [])]
         # parts of steps after the checkpoint are replayed: drop them so none is duplicated
         for part in self.writer.dir.glob("part-*.parquet"):
@@ -442,7 +550,3 @@ class _Progress:
     def __exit__(self, *exc) -> None:
         if self._p is not None:
             self._p.__exit__(*exc)
-
-
-def metrics_json(history: list[StepMetrics]) -> str:
-    return json.dumps([m.__dict__ for m in history])

@@ -170,3 +170,11 @@ def auto_device(prefer: str = "auto") -> tuple[torch.device, torch.dtype]:
     if prefer == "cuda":
         raise RuntimeError("device = 'cuda' was requested but torch sees no GPU")
     return torch.device("cpu"), torch.float32
+
+
+def quiet_transformers() -> None:
+    """Silence transformers' info logging and progress bars (the jobs print their own)."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()

@@ -2,7 +2,7 @@
 difficulty filtering reads.
 
 `run_rollouts` takes a Sample-schema table, a transformers causal LM and its
-tokenizer, and writes the usual rollout log (`trainer.rollout_log.RolloutWriter`,
+tokenizer, and writes the usual rollout log (`curate.rollout_log.RolloutWriter`,
 one row per response) plus ``RUN/manifest.json``:
 
 - prompts are sorted by token length and cut into batches of `batch_prompts`
@@ -47,13 +47,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
+from curate.errors import DataError
 from curate.io import write_json_atomic
 from curate.schema import ANSWER_TYPES, sample_ids
 
 ENGINES = ("hf", "vllm")
 
 
-class RolloutInputError(ValueError):
+class RolloutInputError(DataError):
     """The data or the model cannot be sampled: the message names what and where."""
 
 
@@ -320,7 +321,7 @@ def run_rollouts(
     `engine` is given, e.g. a `VLLMEngine`). Prompts already in the run's log are
     skipped. Returns the run manifest (also written to ``RUN/manifest.json``).
     """
-    from trainer.rollout_log import RolloutWriter
+    from curate.rollout_log import RolloutWriter
 
     settings = settings or RolloutSettings()
     settings.check()

@@ -18,9 +18,10 @@ import contextlib
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -257,3 +258,39 @@ def _bar(total: int, enabled: bool):
 
     return Progress(TextColumn("SFT "), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[info]}"), TimeElapsedColumn())
+
+
+def cold_start(build: Callable[[], tuple[Any, Any]], sft_set: pa.Table, config: SFTConfig,
+               out_dir: str | os.PathLike, *, progress: bool = False, reuse: bool = True,
+               device: str | None = None, on_build: Callable[[Any], None] | None = None
+               ) -> tuple[Any, Any, Path]:
+    """The cold start: SFT a model from `build()` on `sft_set`, saved as `out_dir/final`.
+
+    With `reuse` and a model already in `out_dir/final` (a resumed job), that one is
+    loaded instead (on `device` when given) and nothing is trained. `on_build(model)`
+    runs on a freshly built model before training (e.g. to print its size).
+    Returns (model, tokenizer, path of the saved model).
+
+    >>> import tempfile
+    >>> from trainer.modeling import TinyModelSpec, build_tiny_model, char_tokenizer
+    >>> tok = char_tokenizer()
+    >>> spec = TinyModelSpec(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+    >>> rows = pa.table({"prompt": ["add:1+2="], "solution": ["\\\\boxed{3}"]})
+    >>> out = tempfile.mkdtemp()
+    >>> _, _, path = cold_start(lambda: (build_tiny_model(tok, spec), tok), rows,
+    ...                         SFTConfig(max_steps=1, device="cpu"), out)
+    >>> path.name, cold_start(lambda: 1 / 0, rows, SFTConfig(), out)[2] == path  # reused
+    ('final', True)
+    """
+    final = Path(out_dir) / "final"
+    if reuse and (final / "config.json").exists():
+        from trainer.modeling import auto_device, load_pretrained
+
+        model, tok = load_pretrained(final, auto_device(device)[0]) if device else load_pretrained(final)
+        return model, tok, final
+    model, tok = build()
+    if on_build is not None:
+        on_build(model)
+    sft = SFTTrainer(model, tok, sft_set, config, out_dir, progress=progress)
+    sft.train()
+    return sft.model, tok, sft.save()

@@ -12,13 +12,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.cli import UserError
     from pipelines.curation import run_curation
 
-    try:
-        manifest = run_curation(args.spec, args.out, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as exc:
-        raise UserError(str(exc)) from None
+    manifest = run_curation(args.spec, args.out, progress=not args.no_progress)
     print(f"{manifest['rows_out']} rows -> {args.out} "
           f"(dropped {manifest['dropped']}, quarantined {manifest['quarantined']}, "
           f"content {manifest['content_hash'][:16]})")

@@ -25,17 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from curate.export import ExportError, export
-    from pipelines.cli import UserError
+    from curate.export import export
     from pipelines.rollout import read_data
-    from trainer.rollout import RolloutInputError
 
-    try:
-        table = read_data(args.data, args.limit)
-        m = export(table, args.out, args.format, split=args.split, instruction=args.instruction,
-                   prompt_style=args.prompt_style, where=str(args.data))
-    except (ExportError, RolloutInputError) as exc:
-        raise UserError(str(exc)) from None
+    table = read_data(args.data, args.limit)
+    m = export(table, args.out, args.format, split=args.split, instruction=args.instruction,
+               prompt_style=args.prompt_style, where=str(args.data))
     if not m["rows"]:
         import sys
 

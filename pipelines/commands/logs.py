@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 
 
@@ -47,17 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _read(src: str, fmt: str, **kw):
-    from curate.importers import RolloutImportError, import_info, read_rollouts
-    from pipelines.cli import UserError
+    from curate.importers import import_info, read_rollouts
+    from pipelines.commands import warnings_to_stderr
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            table = read_rollouts(src, fmt, **kw)
-        except RolloutImportError as exc:
-            raise UserError(str(exc)) from exc
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
+    with warnings_to_stderr():
+        table = read_rollouts(src, fmt, **kw)
     return table, import_info(table)
 
 
@@ -67,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from curate.io import write_json_atomic
 
     if args.logs_cmd == "import":
-        from trainer.rollout_log import RolloutWriter
+        from curate.rollout_log import RolloutWriter
 
         table, info = _read(args.src, args.format, run_id=args.run_id, correct_threshold=args.correct_threshold,
                             tokenizer=args.tokenizer)

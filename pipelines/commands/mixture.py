@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 
 from curate import mixture
-from curate.io import write_json_atomic, write_parquet_atomic, write_text_atomic
+from curate.io import read_table, write_json_atomic, write_parquet_atomic, write_text_atomic
 from pipelines.cli import UserError
 
 
@@ -53,15 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--out", help="override the spec's output directory")
 
 
-def _read_table(path: str) -> pl.DataFrame:
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{path}: no such file")
-    try:
-        return pl.read_parquet(p) if p.suffix in (".parquet", ".pq") else pl.read_csv(p)
-    except Exception as exc:
-        raise UserError(f"{path}: cannot read as {'Parquet' if p.suffix == '.parquet' else 'CSV'}"
-                        f" ({exc})") from exc
+def _frame(path: str) -> pl.DataFrame:
+    return pl.from_arrow(read_table(path))  # curate.io.read_table: the one table reader
 
 
 def _write_table(df: pl.DataFrame, path: str | None) -> None:
@@ -89,7 +82,7 @@ def _pairs(text: str | None, what: str) -> dict[str, float] | None:
 
 
 def _load_results(args: argparse.Namespace) -> tuple[pl.DataFrame, list[str]]:
-    df = _read_table(args.results)
+    df = _frame(args.results)
     if args.score not in df.columns:
         raise UserError(f"{args.results}: score column {args.score!r} missing; columns are "
                         f"{df.columns}")
@@ -180,7 +173,7 @@ def _propose(args: argparse.Namespace) -> int:
     if args.domains:
         domains = [d.strip() for d in args.domains.split(",") if d.strip()]
     elif args.from_file:
-        domains = [c for c in _read_table(args.from_file).columns if c != "index"]
+        domains = [c for c in _frame(args.from_file).columns if c != "index"]
     else:
         raise UserError("propose: give --domains a,b,c or --from TABLE")
     try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pipelines.cli import UserError
-    from pipelines.query import NAMED_QUERIES, LakeError, connect, named_query
+    from pipelines.commands import open_runs
+    from pipelines.query import NAMED_QUERIES, named_query
 
     if args.list:
         for name in NAMED_QUERIES:
@@ -48,14 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "parquet" and not args.out:
         raise UserError("--format parquet needs --out FILE")
     sql = named_query(args.named) if args.named else args.sql
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            lake = connect(args.run)
-        except LakeError as exc:
-            raise UserError(str(exc)) from exc
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
+    lake = open_runs(args.run)
     try:
         table = lake.sql(sql).arrow()
     except Exception as exc:  # duckdb errors name the column or the syntax problem

@@ -7,8 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
-import warnings
 from pathlib import Path
 
 
@@ -20,18 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from curate.io import write_text_atomic
-    from pipelines.cli import UserError
-    from pipelines.query import LakeError, connect
+    from pipelines.commands import open_runs
     from pipelines.report import render_html, run_figures
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            lake = connect(args.run)
-        except LakeError as exc:
-            raise UserError(str(exc)) from exc
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
+    lake = open_runs(args.run)
     out = Path(args.out) if args.out else lake.runs[0] / "report.html"
     write_text_atomic(render_html(run_figures(lake), title=args.title), out)
     print(f"wrote {out}")

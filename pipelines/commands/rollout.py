@@ -37,9 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.cli import UserError
     from pipelines.rollout import rollout_data
-    from trainer.rollout import RolloutInputError, RolloutSettings
+    from trainer.rollout import RolloutSettings
 
     if args.threads:
         import torch
@@ -48,11 +47,8 @@ def run(args: argparse.Namespace) -> int:
     settings = RolloutSettings(k=args.k, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                top_p=args.top_p, seed=args.seed, batch_prompts=args.batch_prompts,
                                engine=args.engine, chat_template=args.chat_template)
-    try:
-        manifest = rollout_data(args.data, args.model, args.out, settings, device=args.device,
-                                limit=args.limit, progress=not args.no_progress)
-    except (RolloutInputError, FileNotFoundError) as exc:
-        raise UserError(str(exc)) from None
+    manifest = rollout_data(args.data, args.model, args.out, settings, device=args.device,
+                            limit=args.limit, progress=not args.no_progress)
     r = manifest["rollout"]
     rate = (f", {r['prompts_per_s']:.2f} prompts/s, {r['tokens_per_s']:,.0f} tokens/s"
             if r["prompts_sampled"] else "")

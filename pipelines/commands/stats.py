@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
-import warnings
 
 import numpy as np
 
@@ -46,18 +44,10 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from pipelines.cli import UserError
-    from pipelines.query import LakeError, connect
+    from pipelines.commands import open_runs
     from pipelines.report import run_figures
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            lake = connect(args.run)
-        except LakeError as exc:
-            raise UserError(str(exc)) from exc
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
+    lake = open_runs(args.run)
     figs = run_figures(lake)
     h = figs["headline"]
     con = Console()

@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 
 from curate.io import write_json_atomic
+from curate.rollout_log import RolloutWriter
 from trainer.plugins._common import dataset_positions
-from trainer.rollout_log import RolloutWriter
 
 STATS_FILE = "thresher_stats.parquet"
 STATE_FILE = "thresher_state.json"

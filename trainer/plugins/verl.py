@@ -110,7 +110,7 @@ class ThresherCurriculumSampler(_Base):
         self.run_dir = opt["run_dir"]
         self.writer = None
         if self.run_dir:
-            from trainer.rollout_log import RolloutWriter
+            from curate.rollout_log import RolloutWriter
 
             self.writer = RolloutWriter(self.run_dir, str(opt["run_id"]))
         self.pending: list[dict[str, Any]] = []

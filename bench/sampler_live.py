@@ -1,0 +1,320 @@
+"""Does the dynamic sampler pay for itself in live training? Rollouts to reach uniform's accuracy.
+
+One cold start (the quickstart's data, teacher misconceptions and tiny model),
+then GRPO in fill mode (DAPO dynamic sampling: each step draws groups until B
+informative ones are in hand and updates on exactly those) with three samplers:
+
+- uniform: epochs without replacement, i.e. DAPO's dynamic sampling;
+- thompson: the Thompson sampler on the store as it was (per-prompt Beta,
+  domain running-mean prior, 32-step half-life);
+- shared: the Thompson sampler on the store with evidence shared across prompts
+  (domain -> level groups with decayed evidence, empirical-Bayes prompt
+  strength, visit-based decay of a prompt's own evidence).
+
+Two data regimes: one pass (the RL pool is larger than what uniform draws, so
+uniform never sees a prompt twice) and several epochs (a small pool that
+uniform draws about 8 times over). Beside them the fixed-prompts regime of the
+trainer's default mode (B groups per step, zero-variance groups dropped from
+the update): informative ratio and final accuracy.
+
+Per arm and seed: the share of generated groups that are informative, rollouts
+per step, held-out pass@1 (500 prompts x k = 16 at T = 1, with its standard
+error) every `--eval-every` steps, and the rollouts it takes to reach uniform's
+final pass@1 on the seed-averaged curve (linear interpolation), as a ratio to
+uniform's. Non-uniform arms may run `--extra` times uniform's steps so that
+they can reach it at all; the ratio is read where they cross. Rollout counts
+are checked against a DuckDB count over each run's log.
+
+    .venv/bin/python bench/sampler_live.py                 # ~60 min on 2 cores
+    .venv/bin/python bench/sampler_live.py --seeds 1 --steps 10 --regimes one_pass  # smoke
+
+Writes bench/results/sampler_live.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+# the arms: (sampler, sampler_args, store_args)
+ARMS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "uniform": ("uniform", {}, {}),
+    "thompson": ("thompson", {}, {}),
+    "shared": ("thompson", {}, {"share": True, "group_keys": ["level"], "decay_unit": "visits",
+                                "fast_half_life": 4.0, "group_half_life": 8.0}),
+    "shared_greedy": ("thompson", {"temperature": 0.0, "predictive": True},
+                      {"share": True, "group_keys": ["level"], "decay_unit": "visits",
+                       "fast_half_life": 4.0, "group_half_life": 8.0}),
+    "shared_t05": ("thompson", {"temperature": 0.5},
+                   {"share": True, "group_keys": ["level"], "decay_unit": "visits",
+                    "fast_half_life": 4.0, "group_half_life": 8.0}),
+}
+
+
+def cold_start(work: Path, args) -> tuple[Path, Path, Path, Path]:
+    """Data splits and the SFT checkpoint, built once and reused (the quickstart's recipe)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from curate.io import write_parquet_atomic
+    from curate.synthetic import make_splits
+    from trainer import SFTConfig, SFTTrainer, build_tiny_model, char_tokenizer
+    from trainer.modeling import TinyModelSpec
+
+    data = work / "data"
+    paths = data / "sft.parquet", data / "rl.parquet", data / "eval.parquet"
+    ckpt = work / "sft" / "final"
+    if not all(p.exists() for p in paths):
+        train, held = make_splits(args.n_train, args.n_eval, max_level=2, solution_noise=0.35,
+                                  noise_style="systematic", seed=0)
+        order = np.random.default_rng(0).permutation(train.num_rows)
+        write_parquet_atomic(train.take(np.sort(order[:args.n_sft])), paths[0])
+        write_parquet_atomic(train.take(np.sort(order[args.n_sft:])), paths[1])
+        write_parquet_atomic(held, paths[2])
+    if not (ckpt / "config.json").exists():
+        print(f"cold start: SFT {args.sft_steps} steps ...", flush=True)
+        tok = char_tokenizer()
+        model = build_tiny_model(tok, TinyModelSpec(128, 3, 4, 512), seed=0)
+        sft = SFTTrainer(model, tok, pq.read_table(paths[0]),
+                         SFTConfig(max_steps=args.sft_steps, batch_size=64, lr=1e-3,
+                                   warmup_steps=50, max_length=32, device="cpu"), work / "sft")
+        sft.train()
+        sft.save()
+    return ckpt, *paths
+
+
+def run_arm(job: dict[str, Any]) -> dict[str, Any]:
+    """One GRPO run (regime, arm, seed) with held-out evals along the way."""
+    import duckdb
+    import pyarrow.parquet as pq
+    import torch
+    import transformers
+
+    torch.set_num_threads(1)
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    from trainer import GRPOConfig, GRPOTrainer
+    from trainer.evaluation import pass_at_1
+    from trainer.modeling import load_pretrained
+
+    sampler, sampler_args, store_args = ARMS[job["arm"]]
+    rl = pq.read_table(job["rl"])
+    if job["pool"]:
+        rl = rl.take(sorted(__import__("numpy").random.default_rng(job["pool_seed"])
+                            .choice(rl.num_rows, size=job["pool"], replace=False).tolist()))
+    held = pq.read_table(job["eval"])
+    model, tok = load_pretrained(job["ckpt"])
+    tok.padding_side = "left"
+    cfg = GRPOConfig(steps=job["steps"], prompts_per_step=job["batch"], group_size=job["group_size"],
+                     max_new_tokens=10, lr=job["lr"], sampler=sampler, sampler_args=sampler_args,
+                     store_args=store_args, fill=job["fill"], save_every=100_000, device="cpu",
+                     seed=job["seed"])
+    run = Path(job["run"])
+    shutil.rmtree(run, ignore_errors=True)  # a fresh run: no parts of an earlier one
+    tr = GRPOTrainer(model, tok, rl, cfg, run, resume=False)
+    curve = [{"step": 0, "rollouts": 0, **dict(zip(("pass1", "se"), job["cold"], strict=True))}]
+    t0 = time.perf_counter()
+    rollouts = groups = informative = 0
+    while tr.step < cfg.steps:
+        m = tr.train_step()
+        rollouts += int(m.extra["rollouts"])
+        groups += int(m.extra["groups"])
+        informative += round(m.informative_ratio * m.extra["groups"])
+        if tr.step % job["eval_every"] == 0 or tr.step == cfg.steps:
+            acc, se = pass_at_1(tr.model, tok, held, k=job["k"], max_new_tokens=10,
+                                seed=job["seed"])
+            curve.append({"step": tr.step, "rollouts": rollouts, "pass1": acc, "se": se})
+    logged = duckdb.sql(f"""
+        SELECT count(*) AS rollouts, count(DISTINCT (step, "group")) AS groups,
+               count(DISTINCT (step, "group")) FILTER (WHERE informative) AS informative
+        FROM (SELECT step, "group", max(reward) OVER w > min(reward) OVER w AS informative
+              FROM read_parquet('{run}/rollouts/*.parquet')
+              WINDOW w AS (PARTITION BY step, "group"))""").fetchall()[0]
+    return {
+        "regime": job["regime"], "arm": job["arm"], "seed": job["seed"], "steps": tr.step,
+        "rollouts": rollouts, "groups": groups, "informative_groups": informative,
+        "informative_ratio": informative / max(groups, 1),
+        "rollouts_per_step": rollouts / max(tr.step, 1),
+        "log_check": {"rollouts": logged[0], "groups": logged[1], "informative": logged[2],
+                      "matches": logged == (rollouts, groups, informative)},
+        "curve": curve, "held_out_final": curve[-1]["pass1"], "held_out_final_se": curve[-1]["se"],
+        "distinct_prompts": len({r for r in duckdb.sql(
+            f"SELECT DISTINCT sample_id FROM read_parquet('{run}/rollouts/*.parquet')").fetchall()}),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def mean_curve(runs: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    """Seed-averaged curve: mean rollouts and mean pass@1 at each common eval step."""
+    steps = sorted(set.intersection(*[{p["step"] for p in r["curve"]} for r in runs]))
+    xs, ys = [], []
+    for s in steps:
+        pts = [next(p for p in r["curve"] if p["step"] == s) for r in runs]
+        xs.append(sum(p["rollouts"] for p in pts) / len(pts))
+        ys.append(sum(p["pass1"] for p in pts) / len(pts))
+    return xs, ys
+
+
+def rollouts_to_reach(xs: list[float], ys: list[float], target: float) -> float | None:
+    """First rollout count where the curve reaches `target` (linear interpolation), or None."""
+    for i in range(1, len(xs)):
+        if ys[i] >= target:
+            if ys[i - 1] >= target:
+                return xs[i - 1]
+            f = (target - ys[i - 1]) / (ys[i] - ys[i - 1])
+            return xs[i - 1] + f * (xs[i] - xs[i - 1])
+    return None
+
+
+def summarize(regime: str, runs: list[dict[str, Any]], fill: bool) -> dict[str, Any]:
+    import statistics as st
+
+    by_arm: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        by_arm.setdefault(r["arm"], []).append(r)
+    uni = by_arm["uniform"]
+    ux, uy = mean_curve(uni)
+    u_final_steps = max(r["steps"] for r in uni)
+    u_pts = [next(p for p in r["curve"] if p["step"] == u_final_steps) for r in uni]
+    u_final = sum(p["pass1"] for p in u_pts) / len(u_pts)
+    u_rollouts = sum(p["rollouts"] for p in u_pts) / len(u_pts)
+    u_inf = st.mean(r["informative_ratio"] for r in uni)
+    arms = {}
+    for arm, rs in by_arm.items():
+        xs, ys = mean_curve(rs)
+        reach = rollouts_to_reach(xs, ys, u_final) if fill else None
+        at_u = [next((p for p in r["curve"] if p["step"] == u_final_steps), r["curve"][-1])
+                for r in rs]
+        finals = [r["held_out_final"] for r in rs]
+        arms[arm] = {
+            "seeds": [{k: v for k, v in r.items() if k not in ("regime", "arm")} for r in rs],
+            "informative_ratio": st.mean(r["informative_ratio"] for r in rs),
+            "informative_ratio_vs_uniform": st.mean(r["informative_ratio"] for r in rs) / u_inf,
+            "rollouts_per_step": st.mean(r["rollouts_per_step"] for r in rs),
+            "held_out_final": st.mean(finals),
+            "held_out_final_spread": st.pstdev(finals),
+            "held_out_final_se": st.mean(r["held_out_final_se"] for r in rs) / math.sqrt(len(rs)),
+            "held_out_at_uniform_steps": st.mean(p["pass1"] for p in at_u),
+            "rollouts_to_uniform_final": reach,
+            "rollouts_to_uniform_final_ratio": None if reach is None else reach / u_rollouts,
+            "mean_curve": {"rollouts": xs, "pass1": ys},
+            "log_counts_match": all(r["log_check"]["matches"] for r in rs),
+        }
+    key = "rollouts_to_uniform_final_ratio"
+    cands = [a for a in arms if a != "uniform"]
+    if fill:
+        best = min(cands, key=lambda a: arms[a][key] if arms[a][key] is not None else math.inf)
+    else:
+        best = max(cands, key=lambda a: arms[a]["held_out_final"])
+    return {"fill": fill, "uniform_final": u_final, "uniform_rollouts": u_rollouts,
+            "best": best, "arms": arms}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=40, help="uniform's steps (B kept groups each)")
+    ap.add_argument("--extra", type=float, default=1.5,
+                    help="other arms run this many times uniform's steps in fill mode")
+    ap.add_argument("--batch", type=int, default=16, help="B: informative groups per update")
+    ap.add_argument("--group-size", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--eval-every", type=int, default=10)
+    ap.add_argument("--k", type=int, default=16, help="samples per held-out prompt")
+    ap.add_argument("--n-train", type=int, default=12000)
+    ap.add_argument("--n-sft", type=int, default=3000)
+    ap.add_argument("--n-eval", type=int, default=500)
+    ap.add_argument("--multi-pool", type=int, default=200,
+                    help="RL pool of the several-epochs regime (uniform draws each ~8 times)")
+    ap.add_argument("--sft-steps", type=int, default=900)
+    ap.add_argument("--regimes", default="one_pass,multi_epoch,fixed")
+    ap.add_argument("--arms", default="uniform,thompson,shared")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--work", default=str(REPO / "runs" / "bench_sampler_live"))
+    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "sampler_live.json"))
+    args = ap.parse_args()
+
+    import torch
+    import transformers
+
+    torch.set_num_threads(max(1, args.workers))
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    from curate.io import write_json_atomic
+    from trainer.evaluation import pass_at_1
+    from trainer.modeling import load_pretrained
+
+    work = Path(args.work)
+    t0 = time.perf_counter()
+    ckpt, _, rl, held = cold_start(work, args)
+    import pyarrow.parquet as pq
+
+    model, tok = load_pretrained(ckpt)
+    tok.padding_side = "left"
+    cold = pass_at_1(model, tok, pq.read_table(held), k=args.k, max_new_tokens=10, seed=0)
+    n_rl = pq.read_metadata(rl).num_rows
+    print(f"cold start: held-out pass@1 {cold[0]:.4f} +- {cold[1]:.4f}; RL pool {n_rl} prompts",
+          flush=True)
+
+    regimes = {"one_pass": (True, 0), "multi_epoch": (True, args.multi_pool),
+               "fixed": (False, 0)}
+    jobs = []
+    for regime in args.regimes.split(","):
+        fill, pool = regimes[regime]
+        for arm in args.arms.split(","):
+            if regime == "fixed" and arm == "thompson":
+                continue  # the fixed regime compares uniform with the new sampler
+            for seed in range(args.seeds):
+                steps = args.steps if (arm == "uniform" or not fill) else \
+                    int(round(args.steps * args.extra))
+                jobs.append({"regime": regime, "arm": arm, "seed": seed, "steps": steps,
+                             "fill": fill, "pool": pool, "pool_seed": 0, "batch": args.batch,
+                             "group_size": args.group_size, "eval_every": args.eval_every,
+                             "k": args.k, "lr": args.lr, "ckpt": str(ckpt), "rl": str(rl), "eval": str(held),
+                             "cold": cold, "run": str(work / "runs" / f"{regime}-{arm}-{seed}")})
+    results: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(max_workers=args.workers) as pool_exec:
+        for r in pool_exec.map(run_arm, jobs):
+            results.append(r)
+            print(f"{r['regime']:>11} {r['arm']:>8} seed {r['seed']}: informative "
+                  f"{r['informative_ratio']:.3f}, {r['rollouts_per_step']:.0f} rollouts/step, "
+                  f"pass@1 {r['held_out_final']:.4f} after {r['steps']} steps "
+                  f"({r['seconds']:.0f} s, log check {r['log_check']['matches']})", flush=True)
+
+    out: dict[str, Any] = {"setup": {k: v for k, v in vars(args).items() if k not in ("out", "work")}
+                           | {"arms": {a: ARMS[a] for a in args.arms.split(",")},
+                              "rl_pool": n_rl, "cold_start_pass1": cold},
+                           "regimes": {}}
+    for regime in args.regimes.split(","):
+        rs = [r for r in results if r["regime"] == regime]
+        out["regimes"][regime] = summarize(regime, rs, regimes[regime][0])
+    out["seconds"] = time.perf_counter() - t0
+
+    print()
+    for regime, res in out["regimes"].items():
+        print(f"{regime} (uniform final pass@1 {res['uniform_final']:.4f} at "
+              f"{res['uniform_rollouts']:.0f} rollouts; best: {res['best']})")
+        for arm, a in res["arms"].items():
+            ratio = a["rollouts_to_uniform_final_ratio"]
+            print(f"  {arm:>8}: informative {a['informative_ratio']:.3f} "
+                  f"({a['informative_ratio_vs_uniform']:.2f}x uniform), "
+                  f"{a['rollouts_per_step']:.0f} rollouts/step, final pass@1 "
+                  f"{a['held_out_final']:.4f} +- {a['held_out_final_se']:.4f}, rollouts to "
+                  f"uniform's final: {'n/a' if ratio is None else f'{ratio:.2f}x'}")
+    write_json_atomic(out, args.out)
+    print(f"\nwrote {os.path.relpath(args.out, REPO)} ({out['seconds'] / 60:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

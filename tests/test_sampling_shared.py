@@ -1,0 +1,214 @@
+"""Evidence shared across prompts: the group hierarchy, empirical Bayes, predictions, new
+sampler options (skip_flat, max_staleness) and calibration."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from sampling import SampleStats, StoreParams, ThompsonSampler, UniformSampler, make_sampler
+from sampling.calibration import expected_calibration_error, replay_predictions
+from sampling.groups import fit_prompt_strength
+
+
+def _reference_posterior(prior, dom, ev_s, ev_f, last, dmean, p: StoreParams, t: int):
+    """The store's posterior before sharing existed, written out independently."""
+    known = ~np.isnan(prior)
+    p0 = np.where(known, prior, dmean[dom])
+    m = np.where(known, p.prior_strength, p.domain_prior_strength)
+    dt = np.maximum(t - np.maximum(last, 0), 0).astype(float)
+    if p.slow_half_life is not None:
+        p0 = p0 + (1 - 2.0 ** (-dt / p.slow_half_life)) * (dmean[dom] - p0)
+    g = 2.0 ** (-dt / p.fast_half_life) if p.fast_half_life is not None else 1.0
+    return 1 + m * p0 + ev_s * g, 1 + m * (1 - p0) + ev_f * g
+
+
+def test_sharing_off_is_the_per_prompt_posterior_exactly():
+    rng = np.random.default_rng(3)
+    n = 300
+    diff = np.where(rng.random(n) < 0.3, rng.random(n), np.nan)
+    dom = rng.integers(0, 3, n)
+    level = rng.integers(1, 4, n).astype(str)
+    table = pa.table({"id": [f"s{i}" for i in range(n)], "domain": [f"d{d}" for d in dom],
+                      "difficulty": pa.array(diff, from_pandas=True), "level": level})
+    plain = SampleStats.from_samples(table)
+    with_keys = SampleStats.from_samples(table, group_keys=("level",))  # keys, but share off
+    step_of = {}
+    for t in range(1, 40):
+        ids = [f"s{i}" for i in rng.choice(n, 12, replace=False) for _ in range(4)]
+        r = rng.random(len(ids)).round(1)
+        for s in (plain, with_keys):
+            s.update(ids, r, step=t)
+        step_of.update(dict.fromkeys(ids, t))
+    for t in (39, 60, 400):
+        a, b = plain.posterior(step=t)
+        np.testing.assert_array_equal(a, with_keys.posterior(step=t)[0])
+        ev_s, ev_f = plain.evidence()
+        ra, rb = _reference_posterior(diff, dom, ev_s, ev_f, plain.last_step(), plain.domain_mean(),
+                                      plain.params, t)
+        np.testing.assert_allclose(a, ra, rtol=1e-12)
+        np.testing.assert_allclose(b, rb, rtol=1e-12)
+
+
+def _two_level_store(**kw) -> SampleStats:
+    ids = [f"e{i}" for i in range(20)] + [f"h{i}" for i in range(20)]
+    table = pa.table({"id": ids, "domain": ["math"] * 40,
+                      "meta": ['{"level": 1}'] * 20 + ['{"level": 2}'] * 20})
+    return SampleStats.from_samples(table, share=True, group_keys=("level",), **kw)
+
+
+def test_unseen_predictions_move_with_their_groups_evidence():
+    s = _two_level_store(prompt_strength=4.0)
+    before, _ = s.predict(["e19", "h19"], step=1)
+    assert before[0] == pytest.approx(before[1])  # nothing seen: both are the domain's prior
+    s.update([f"e{i}" for i in range(5) for _ in range(8)], [1.0] * 40, step=1)
+    s.update([f"h{i}" for i in range(5) for _ in range(8)], [0.0] * 40, step=1)
+    up, sd = s.predict(["e19", "h19"], step=2)
+    assert up[0] > 0.75 and up[1] < 0.25  # unseen prompts follow their own level
+    assert (sd > 0).all()
+    # the easy level turns hard (new easy prompts fail): the unseen easy prompt follows
+    for t in range(3, 18):
+        s.update([f"e{t}"] * 8, [0.0] * 8, step=t)
+    down, _ = s.predict(["e19"], step=18)
+    assert down[0] < 0.25
+    # revisits do not move the group: a sampler picks them for their evidence
+    before = s.predict(["e18"], step=18)[0][0]
+    s.update(["e0"] * 8, [1.0] * 8, step=19)
+    assert s.predict(["e18"], step=19)[0][0] == pytest.approx(before, abs=0.02)
+
+
+def test_group_evidence_decays_with_its_half_life():
+    s = _two_level_store(group_half_life=10.0, prompt_strength=4.0)
+    s.update(["e0"] * 8, [1.0] * 8, step=1)
+    lvl = s.groups.n_levels - 1
+    row = s.rows(["e0"])
+    code = s.groups.codes[lvl][row][0]
+    assert s.groups.n[lvl][code] == pytest.approx(8.0)
+    s.update(["h0"] * 8, [0.0] * 8, step=11)  # the easy group decays to step 11 in the update
+    assert s.groups.n[lvl][code] == pytest.approx(4.0)
+    assert s.groups.s[lvl][code] == pytest.approx(4.0)
+    # at read time too: the easy level's pull weakens as its evidence ages
+    near = s.predict(["e19"], step=11)[0][0]
+    far = s.predict(["e19"], step=200)[0][0]
+    assert near > far
+
+
+def test_prompt_strength_is_fitted_by_empirical_bayes():
+    rng = np.random.default_rng(0)
+    n = 3000
+    truth = rng.beta(0.3 * 3.0, 0.7 * 3.0, size=n)  # m = 3 around 0.3
+    s = SampleStats([f"q{i}" for i in range(n)], share=True, fast_half_life=None,
+                    slow_half_life=None, group_half_life=None)
+    ids = [f"q{i}" for i in range(n) for _ in range(8)]
+    s.update(ids, (rng.random((n, 8)) < truth[:, None]).astype(float).reshape(-1), step=1)
+    assert s.prompt_strength() == pytest.approx(3.0, rel=0.2)
+    assert s.params.prompt_strength is None
+    # polarized prompts (always or never solved) fit a small strength: their own evidence counts
+    x = np.array([8.0] * 50 + [0.0] * 50)
+    assert fit_prompt_strength(x, np.full(100, 8.0), np.full(100, 0.5)) < 0.2
+
+
+def test_save_load_with_sharing_gives_identical_next_batches(tmp_path):
+    s = _two_level_store()
+    sampler = ThompsonSampler(s, seed=3, max_staleness=12, skip_flat=0.5)
+    rng = np.random.default_rng(1)
+    for t in range(1, 8):
+        ids = sampler.next_batch(4, step=t)
+        s.update([i for i in ids for _ in range(8)], (rng.random(32) < 0.5).astype(float), step=t)
+    path = s.save(tmp_path, sampler=sampler)
+    restored = SampleStats.load(path)
+    assert restored.params == s.params
+    np.testing.assert_array_equal(restored.posterior(step=9)[0], s.posterior(step=9)[0])
+    twin = ThompsonSampler(restored, seed=99, max_staleness=12, skip_flat=0.5)
+    twin.load_state_dict(SampleStats.load_sampler_state(path))
+    for t in range(8, 12):
+        a, b = sampler.next_batch(4, step=t), twin.next_batch(4, step=t)
+        assert a == b
+        r = (rng.random(32) < 0.5).astype(float)
+        for st, ids in ((s, a), (restored, b)):
+            st.update([i for i in ids for _ in range(8)], r, step=t)
+
+
+def test_bad_store_settings_fail_with_the_setting_named():
+    with pytest.raises(ValueError, match="decay_unit must be 'steps' or 'visits'"):
+        StoreParams(decay_unit="weeks")
+    with pytest.raises(ValueError, match="group_half_life"):
+        StoreParams(group_half_life=0)
+    with pytest.raises(ValueError, match="prompt_strength"):
+        StoreParams(prompt_strength=-1.0)
+    with pytest.raises(ValueError, match="group key 'level'.*neither"):
+        SampleStats.from_samples(pa.table({"id": ["a"]}), group_keys=("level",))
+    with pytest.raises(ValueError, match="need group_labels"):
+        SampleStats(["a"], group_keys=("level",))
+    with pytest.raises(ValueError, match="skip_flat"):
+        make_sampler("uniform", SampleStats(["a"]), skip_flat=1.0)
+    with pytest.raises(ValueError, match="two coverage rules"):
+        ThompsonSampler(SampleStats(["a"]), coverage=0.5, max_staleness=3)
+
+
+def test_skip_flat_passes_over_prompts_whose_groups_were_all_equal():
+    s = SampleStats([f"p{i}" for i in range(20)])
+    flat = [f"p{i}" for i in range(10)]
+    s.update([i for i in flat for _ in range(4)], [1.0] * 40, step=1)
+    assert s.flat_streak(s.rows(flat)).tolist() == [1] * 10
+    u = UniformSampler(s, seed=0, skip_flat=0.9999)
+    picked = [i for t in range(2, 4) for i in u.next_batch(5, step=t)]
+    assert not set(picked) & set(flat)
+    # a mixed group resets the streak
+    s.update(["p0"] * 4, [1.0, 0.0, 1.0, 1.0], step=4)
+    assert int(s.flat_streak(s.rows(["p0"]))[0]) == 0
+
+
+def test_max_staleness_bounds_the_gap_between_picks():
+    n, k, w = 40, 5, 10
+    s = SampleStats([f"p{i}" for i in range(n)], difficulty=[0.5] * 5 + [0.02] * 35,
+                    prior_strength=200)
+    sampler = ThompsonSampler(s, seed=0, max_staleness=w)
+    last = dict.fromkeys(s.ids.tolist(), 0)
+    for t in range(1, 60):
+        for i in sampler.next_batch(k, step=t):
+            assert t - last[i] <= w, (i, t, last[i])
+            last[i] = t
+    assert all(t_last >= 59 - w for t_last in last.values())
+
+
+def test_fill_mode_asks_for_new_prompts_within_a_step():
+    s = SampleStats([f"p{i}" for i in range(10)], difficulty=[0.5] * 10, prior_strength=50)
+    sampler = ThompsonSampler(s, seed=0)
+    first = sampler.next_batch(4, step=1)
+    s.update([i for i in first for _ in range(2)], [1.0, 0.0] * 4, step=1)  # still informative
+    second = sampler.next_batch(4, step=1)
+    assert not set(first) & set(second)
+    assert set(sampler.next_batch(4, step=2)) & set(first)  # a new step may pick them again
+
+
+def test_shared_store_is_calibrated_where_the_old_prior_is_not():
+    """Replay of a log with known truth: prompts of 6 groups whose rates differ and spread."""
+    rng = np.random.default_rng(7)
+    n, g = 1200, 8
+    group = rng.integers(0, 6, n)
+    means = np.array([0.03, 0.15, 0.35, 0.55, 0.8, 0.95])[group]
+    truth = rng.beta(means * 2.0, (1 - means) * 2.0)
+    table = pa.table({"id": [f"q{i}" for i in range(n)], "domain": ["all"] * n,
+                      "bucket": group.astype(str)})
+    steps = []
+    for t in range(1, 201):
+        rows = rng.choice(n, 24, replace=False)
+        steps.append((t, [f"q{i}" for i in rows],
+                      (rng.random((24, g)) < truth[rows, None]).astype(float)))
+    shared = SampleStats.from_samples(table, share=True, group_keys=("bucket",),
+                                      decay_unit="visits", fast_half_life=4.0)
+    old = SampleStats.from_samples(table)
+    ece_shared = expected_calibration_error(*replay_predictions(shared, steps))
+    ece_old = expected_calibration_error(*replay_predictions(old, steps))
+    assert ece_shared <= 0.05
+    assert ece_old > 2 * ece_shared
+
+
+def test_store_params_round_trip_through_asdict():
+    p = StoreParams(share=True, group_keys=["level", "type"], decay_unit="visits")
+    assert p.group_keys == ("level", "type")
+    assert StoreParams(**dataclasses.asdict(p)) == p

@@ -1,0 +1,116 @@
+"""Fill mode (DAPO dynamic sampling): exactly B informative groups per update, every rollout
+logged and counted, the store sees every group, the round cap, exact resume."""
+
+from __future__ import annotations
+
+import signal
+import textwrap
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+
+from curate.synthetic import make_suite
+from pipelines.query import connect, run_named
+from trainer import GRPOConfig, GRPOTrainer, build_tiny_model, char_tokenizer, combine
+from trainer.modeling import TinyModelSpec
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = TinyModelSpec(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+G = 4
+
+
+def some_prompts_informative(prompts, completions, sample_id, **_):
+    """About a third of the prompts get mixed rewards (k % 2 within the group), the rest all 1."""
+    return [float(k % 2) if sum(map(ord, sid)) % 3 == 0 else 1.0
+            for k, sid in enumerate(sample_id)]
+
+
+def constant_reward(prompts, completions, **_):
+    return [1.0] * len(completions)
+
+
+def _trainer(run_dir, reward_fn, **cfg):
+    tok = char_tokenizer()
+    model = build_tiny_model(tok, SPEC, seed=0)
+    config = GRPOConfig(**{"steps": 2, "prompts_per_step": 3, "group_size": G, "max_new_tokens": 4,
+                           "lr": 1e-2, "device": "cpu", "fill": True, "sampler": "uniform", **cfg})
+    return GRPOTrainer(model, tok, make_suite(60, seed=0, max_level=1), config, run_dir,
+                       reward=combine({"correct": (reward_fn, 1.0)}))
+
+
+def test_fill_mode_updates_on_exactly_b_informative_groups_and_logs_every_rollout(tmp_path):
+    tr = _trainer(tmp_path / "run", some_prompts_informative)
+    history = tr.train()
+    log = pq.read_table(tmp_path / "run" / "rollouts").to_pylist()
+    for m in history:
+        assert m.extra["kept_groups"] == 3
+        assert m.extra["rounds"] >= 1 and m.extra["fill_short"] == 0
+        rows = [r for r in log if r["step"] == m.step]
+        assert len(rows) == m.extra["rollouts"] == G * m.extra["groups"]
+        kept = [r for r in rows if r["kept"]]
+        assert len(kept) == 3 * G
+        assert all(r["advantage"] != 0 for r in kept)  # only informative groups are kept
+        groups = {r["group"] for r in rows}
+        assert groups == set(range(int(m.extra["groups"])))  # group index unique in the step
+        # no prompt twice in one step, although it took several rounds
+        ids = [r["sample_id"] for r in rows if r["response_idx"] == 0]
+        assert len(ids) == len(set(ids))
+    # the store saw every rollout, kept or not
+    assert int(sum(tr.stats.to_arrow().column("n_seen").to_pylist())) == len(log)
+    # the DuckDB cost query reproduces the counts
+    cost = run_named(connect(tmp_path / "run"), "rollout_cost").fetchall()[0]
+    assert cost[2] == len(log)
+    assert cost[5] == 3 * len(history)
+
+
+def test_fill_mode_stops_at_the_round_cap_without_signal(tmp_path):
+    tr = _trainer(tmp_path / "run", constant_reward, steps=1, fill_max_rounds=3)
+    before = [p.detach().clone() for p in tr.model.parameters()]
+    m = tr.train_step()
+    assert m.extra["rounds"] == 3 and m.extra["fill_short"] == 1 and m.extra["kept_groups"] == 0
+    assert m.loss == 0
+    assert all(torch.equal(b, p) for b, p in zip(before, tr.model.parameters(), strict=True))
+    log = pq.read_table(tmp_path / "run" / "rollouts")
+    assert log.num_rows == m.extra["rollouts"]
+    assert not any(log.column("kept").to_pylist())
+    assert len(list((tmp_path / "run" / "rollouts").glob("part-00000001-*.parquet"))) == 3
+
+
+def test_fill_mode_with_the_shared_store_trains_and_resumes_identically(tmp_path):
+    import subprocess
+    import sys
+
+    child = tmp_path / "child.py"
+    child.write_text(textwrap.dedent(f"""
+        import sys
+        import torch
+        torch.set_num_threads(1)
+        sys.path.insert(0, {str(REPO / 'tests')!r})
+        from test_trainer_fill import _trainer, some_prompts_informative
+        _trainer(sys.argv[1], some_prompts_informative, steps=4, save_every=2, sampler="thompson",
+                 store_args={{"share": True, "group_keys": ["level"], "decay_unit": "visits"}},
+                 ).train()
+    """))
+
+    def run(run_dir, kill=None):
+        import os
+
+        env = {k: v for k, v in os.environ.items() if k != "THRESHER_KILL_AT"}
+        if kill:
+            env["THRESHER_KILL_AT"] = kill
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        return subprocess.run([sys.executable, str(child), str(run_dir)], env=env, cwd=REPO,
+                              capture_output=True, timeout=300).returncode
+
+    def log(run_dir):
+        t = pq.read_table(run_dir / "rollouts").drop_columns(["ts", "run_id"])
+        return t.sort_by([("step", "ascending"), ("group", "ascending"),
+                          ("response_idx", "ascending")]).to_pylist()
+
+    assert run(tmp_path / "a") == 0
+    assert run(tmp_path / "b", "after_log:3") == -signal.SIGKILL
+    assert run(tmp_path / "b") == 0
+    a, b = log(tmp_path / "a"), log(tmp_path / "b")
+    assert sum(r["kept"] for r in a) == 4 * 3 * G
+    assert a == b
