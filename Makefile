@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint bench clean
+.PHONY: run test install lint bench clean verl-env test-verl
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,5 +35,36 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# verl pins transformers < 5.11, so the real verl lives in its own venvs, one per
+# interface: 0.7.1 (the last with data.sampler.class_path) and 0.9.1
+# (RayPPOTrainer(train_sampler=...)). `make test-verl` runs tests/real_verl/ in both.
+VERL_VERSIONS ?= 0.7.1 0.9.1
+VERL_EXTRAS_0.9.1 := [verl-core]
+# verl 0.7.1 pins numpy < 2, while today's pyarrow (>= 21) needs numpy 2 and datasets >= 4 needs
+# that pyarrow: hold both back so `import verl` works
+VERL_PINS_0.7.1 := "numpy<2" "pyarrow<21" "datasets<4"
+
+# verl 0.7.1 pins numpy < 2 (thresher asks numpy >= 2 but runs on 1.26): verl goes in first,
+# its resolved versions are frozen as constraints, and thresher is added with --no-deps
+# plus its remaining requirements under those constraints.
+THRESHER_DEPS := polars pyarrow duckdb scipy scikit-learn datasketch math-verify xxhash imagehash pillow pydantic rich
+
+.venv-verl-%/.installed: pyproject.toml Makefile
+	test -x .venv-verl-$*/bin/python || $(PYTHON) -m venv .venv-verl-$*
+	.venv-verl-$*/bin/python -m pip install -q --upgrade pip
+	.venv-verl-$*/bin/python -m pip install -q "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
+	.venv-verl-$*/bin/python -m pip install -q "verl$(VERL_EXTRAS_$*)==$*" $(VERL_PINS_$*) "$(TORCH_SPEC)" pytest $(TORCH_PIP_ARGS)
+	.venv-verl-$*/bin/python -m pip freeze --exclude-editable | grep -v '^-e' > .venv-verl-$*/verl-pins.txt
+	.venv-verl-$*/bin/python -m pip install -q -c .venv-verl-$*/verl-pins.txt $(THRESHER_DEPS)
+	.venv-verl-$*/bin/python -m pip install -q --no-deps -e .
+	touch $@
+
+verl-env: $(foreach v,$(VERL_VERSIONS),.venv-verl-$(v)/.installed)
+
+test-verl: verl-env
+	set -e; for v in $(VERL_VERSIONS); do \
+	  echo "== verl $$v"; HF_HUB_OFFLINE=1 .venv-verl-$$v/bin/python -m pytest -q -p no:cacheprovider tests/real_verl $(PYTEST_ARGS); \
+	done
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .venv-verl-* runs .pytest_cache

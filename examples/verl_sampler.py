@@ -1,6 +1,6 @@
 """Thresher's sampler as a verl curriculum sampler, driven the way verl's trainer drives it.
 
-In verl 0.4-0.5 you only add config overrides (see docs/plugins.md):
+In verl 0.4-0.7 you only add config overrides (see docs/plugins.md):
 
     data.sampler.class_path=pkg://trainer.plugins.verl
     data.sampler.class_name=ThresherCurriculumSampler

@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "curate": ("pipelines.commands.curate", "build a dataset from a TOML curation spec"),
     "train": ("pipelines.commands.train", "train (SFT cold start or GRPO) from a TOML config"),
     "run": ("pipelines.commands.run", "the main job: curate, cold start, then GRPO"),
+    "rollout": ("pipelines.commands.rollout", "sample and verify K responses per prompt with a model"),
+    "export": ("pipelines.commands.export", "write a dataset as verl's or TRL's RL parquet"),
     "query": ("pipelines.commands.query", "SQL (DuckDB) over rollout logs and stats"),
     "stats": ("pipelines.commands.stats", "terminal summary of a run"),
     "report": ("pipelines.commands.report", "self-contained HTML report of a run"),

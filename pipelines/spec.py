@@ -63,6 +63,8 @@ STAGES: dict[str, tuple[str, str]] = {
     "dedup_images": ("curate.dedup", "dedup_images"),
     "decontaminate": ("curate.decontam", "Decontaminate"),
     "cluster": ("curate.embedding", "cluster"),
+    "rollout": ("pipelines.rollout", "Rollout"),
+    "difficulty": ("curate.difficulty", "Difficulty"),
 }
 
 class _Input(Config):

@@ -1,6 +1,6 @@
 """Thresher's sampler inside verl's PPO/GRPO trainer.
 
-verl 0.4-0.5 (tested against the 0.5.0 interface) builds the train sampler
+verl 0.4-0.7 (tested against the real 0.7.1: `make test-verl`) builds the train sampler
 from the config: `create_rl_sampler(data_config, dataset)` loads
 `data.sampler.class_path` / `class_name`, calls `cls(data_source=dataset,
 data_config=data_config)`, and after every step calls `sampler.update(batch)`
@@ -19,7 +19,7 @@ is one; settings go under `data.sampler` too:
 The stable id of a row is `extra_info.index` (verl's data preprocessing
 scripts write it), read as a string, or `extra_info[data.sampler.id_key]`.
 
-verl >= 0.6 removed `data.sampler.class_path`; there, build the sampler in code
+verl 0.8.0 removed `data.sampler.class_path`; there (tested against 0.9.1), build the sampler in code
 and pass it as `RayPPOTrainer(..., train_sampler=sampler)`, and call
 `sampler.update(batch)` from the dataset's `on_batch_end(batch)` hook, which
 the trainer calls after every step (see docs/plugins.md).
@@ -166,7 +166,7 @@ class ThresherCurriculumSampler(_Base):
 
 
 def attach_to_dataset(dataset: Any, sampler: ThresherCurriculumSampler) -> Any:
-    """The route for verl >= 0.6 (tested against 0.9.1's trainer code), which dropped
+    """The route for verl >= 0.8 (tested against 0.9.1's trainer code), which dropped
     `data.sampler.class_path`: after every step its trainer calls
     `train_dataset.on_batch_end(batch=batch)` when the dataset has it.  This sets
     that hook to `sampler.update` (keeping any hook already there) and returns
