@@ -36,6 +36,7 @@ Writes bench/results/sampler_live.json.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
@@ -50,7 +51,7 @@ sys.path.insert(0, str(REPO))
 
 # the arms: (sampler, sampler_args, store_args)
 SHARED_STORE = {"share": True, "group_keys": ["level"], "decay_unit": "visits",
-                "fast_half_life": 2.0, "group_half_life": 8.0}
+                "fast_half_life": 4.0, "group_half_life": 32.0}
 ARMS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "uniform": ("uniform", {}, {}),
     "thompson": ("thompson", {}, {}),
@@ -238,6 +239,10 @@ def main() -> int:
     ap.add_argument("--regimes", default="one_pass,multi_epoch,fixed")
     ap.add_argument("--arms", default="uniform,thompson,shared")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--reuse", default=None,
+                    help="a partial.json of an earlier run with the same settings: its runs of "
+                         "arms not in --rerun are taken as they are")
+    ap.add_argument("--rerun", default="", help="arms to run again even when --reuse has them")
     ap.add_argument("--work", default=str(REPO / "runs" / "bench_sampler_live"))
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "sampler_live.json"))
     args = ap.parse_args()
@@ -281,6 +286,14 @@ def main() -> int:
                              "k": args.k, "lr": args.lr, "ckpt": str(ckpt), "rl": str(rl), "eval": str(held),
                              "cold": cold, "run": str(work / "runs" / f"{regime}-{arm}-{seed}")})
     results: list[dict[str, Any]] = []
+    if args.reuse:
+        rerun = set(args.rerun.split(","))
+        done = {(r["regime"], r["arm"], r["seed"]): r
+                for r in json.loads(Path(args.reuse).read_text()) if r["arm"] not in rerun}
+        results = [done[(j["regime"], j["arm"], j["seed"])] for j in jobs
+                   if (j["regime"], j["arm"], j["seed"]) in done]
+        jobs = [j for j in jobs if (j["regime"], j["arm"], j["seed"]) not in done]
+        print(f"reusing {len(results)} runs of {args.reuse}; running {len(jobs)}", flush=True)
     with ProcessPoolExecutor(max_workers=args.workers) as pool_exec:
         for r in pool_exec.map(run_arm, jobs):
             results.append(r)

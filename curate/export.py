@@ -155,12 +155,15 @@ def to_verl(table: pa.Table, *, split: str = "train", instruction: str = "", bas
         "extra_info": pa.array([dict(zip(extra, vals, strict=True)) for vals in zip(*extra.values(), strict=True)],
                                extra_type),
     }
-    if multimodal:
-        cols["images"] = pa.array(images, pa.list_(IMAGE_BYTES))
-    out = pa.table(cols)
-    if multimodal:
-        out = out.replace_schema_metadata(_hf_features({"images": [{"_type": "Image"}]}))
-    return out
+    return _with_images(cols, images if multimodal else None)
+
+
+def _with_images(cols: dict[str, pa.Array], images: list | None) -> pa.Table:
+    """The table of `cols`, plus an `images` column (as `datasets` Image features) when given."""
+    if images is None:
+        return pa.table(cols)
+    cols["images"] = pa.array(images, pa.list_(IMAGE_BYTES))
+    return pa.table(cols).replace_schema_metadata(_hf_features({"images": [{"_type": "Image"}]}))
 
 
 def to_trl(table: pa.Table, *, prompt_style: str = "auto", instruction: str = "",
@@ -211,12 +214,7 @@ def to_trl(table: pa.Table, *, prompt_style: str = "auto", instruction: str = ""
         "source": pa.array(_col(table, "source"), pa.string()),
         "difficulty": pa.array(_col(table, "difficulty"), pa.float64()),
     }
-    if multimodal:
-        cols["images"] = pa.array(images, pa.list_(IMAGE_BYTES))
-    out = pa.table(cols)
-    if multimodal:
-        out = out.replace_schema_metadata(_hf_features({"images": [{"_type": "Image"}]}))
-    return out
+    return _with_images(cols, images if multimodal else None)
 
 
 def export(table: pa.Table, out_dir: str | os.PathLike, fmt: str, *, split: str = "train",

@@ -24,6 +24,11 @@ import math
 
 import numpy as np
 
+try:  # scipy is a dependency of the project; the numpy fallback keeps this module standalone
+    from scipy.special import betainc as _scipy_betainc
+except ImportError:  # pragma: no cover
+    _scipy_betainc = None
+
 _TINY = 1e-300
 _EPS = 1e-15
 
@@ -65,6 +70,8 @@ def betainc(a: float, b: float, x: np.ndarray) -> np.ndarray:
     0.6875
     """
     x = np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0)
+    if _scipy_betainc is not None:  # C, vectorized: ~50x the continued fraction below
+        return _scipy_betainc(a, b, x)
     out = np.empty_like(x)
     inner = (x > 0.0) & (x < 1.0)
     out[x <= 0.0] = 0.0
@@ -100,7 +107,7 @@ def _pdf_d(a: float, b: float, d: np.ndarray, c: float) -> np.ndarray:
 
 
 def distance_quantiles(a: float, b: float, u: np.ndarray, center: float = 0.5,
-                       grid: int = 2048) -> np.ndarray:
+                       grid: int = 256) -> np.ndarray:
     """d with P(|p - center| <= d) = u, for p ~ Beta(a, b) and each u in [0, 1].
 
     >>> distance_quantiles(1.0, 1.0, np.array([0.0, 0.5, 1.0])).round(12).tolist()  # uniform: u / 2

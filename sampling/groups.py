@@ -72,6 +72,10 @@ class GroupHierarchy:
         self.n = [np.zeros(len(n)) for n in self.names]
         self.last = [np.zeros(len(n), dtype=np.int64) for n in self.names]
         self.root = np.zeros(3)  # success, count, last step
+        # per finest group: decayed sum and weight of (observed - predicted) group means
+        nl = len(self.names[-1])
+        self.drift_sum, self.drift_w = np.zeros(nl), np.zeros(nl)
+        self.drift_last = np.zeros(nl, dtype=np.int64)
 
     @property
     def n_levels(self) -> int:
@@ -107,6 +111,33 @@ class GroupHierarchy:
         self.root += (float(s_sum.sum()), float(cnt.sum()), 0.0)
         self.root[2] = step
 
+    def add_residuals(self, rows: np.ndarray, residual: np.ndarray, step: int,
+                      half_life: float | None) -> None:
+        """Fold in how far each row's group came out above (or below) its prediction."""
+        if half_life is not None:
+            g = np.exp2(-(step - self.drift_last) / half_life)
+            self.drift_sum *= g
+            self.drift_w *= g
+        self.drift_last[:] = step
+        m = len(self.drift_sum)
+        self.drift_sum += np.bincount(self.leaf[rows], residual, minlength=m)
+        self.drift_w += np.bincount(self.leaf[rows], minlength=m)
+
+    def drift(self, rows: np.ndarray | None, step: int, half_life: float | None,
+              prior_weight: float = 4.0) -> np.ndarray:
+        """Each row's group drift: the decayed mean residual, shrunk to 0 by `prior_weight` groups.
+
+        The policy moves between a prompt's visits (it learns, it forgets); the
+        residuals of every visit, first or not, say by how much a group's
+        predictions currently miss, and the posterior mean is shifted by it.
+        """
+        s, w = self.drift_sum, self.drift_w
+        if half_life is not None:
+            g = np.exp2(-np.maximum(step - self.drift_last, 0) / half_life)
+            s, w = s * g, w * g
+        d = s / (w + prior_weight)
+        return d[self.leaf] if rows is None else d[self.leaf[rows]]
+
     def means(self, step: int, half_life: float | None, strength: float) -> list[np.ndarray]:
         """Shrunk mean pass rate of every group, per level, as of `step`."""
         rs, rn, rlast = self.root
@@ -133,7 +164,8 @@ class GroupHierarchy:
 
     def state(self) -> dict:
         return {"s": [a.tolist() for a in self.s], "n": [a.tolist() for a in self.n],
-                "last": [a.tolist() for a in self.last], "root": self.root.tolist()}
+                "last": [a.tolist() for a in self.last], "root": self.root.tolist(),
+                "drift": [self.drift_sum.tolist(), self.drift_w.tolist(), self.drift_last.tolist()]}
 
     def load_state(self, state: dict) -> None:
         sizes = [len(x) for x in self.names]
@@ -144,6 +176,11 @@ class GroupHierarchy:
         self.n = [np.array(a, dtype=np.float64) for a in state["n"]]
         self.last = [np.array(a, dtype=np.int64) for a in state["last"]]
         self.root = np.array(state["root"], dtype=np.float64)
+        if "drift" in state:
+            ds, dw, dl = state["drift"]
+            self.drift_sum = np.array(ds, dtype=np.float64)
+            self.drift_w = np.array(dw, dtype=np.float64)
+            self.drift_last = np.array(dl, dtype=np.int64)
 
 
 def fit_prompt_strength(successes: np.ndarray, counts: np.ndarray, group_mean: np.ndarray,

@@ -101,6 +101,11 @@ class StoreParams:
         `fast_half_life` more visits, however far apart). With sharing on,
         "visits" keeps what a prompt showed between rare visits, while its
         group tracks the moving policy.
+    drift_correction: with sharing on, shift every posterior mean by its
+        group's drift: the decayed mean of (a group's observed mean - the
+        store's prediction for it) over every visit, first or not. The policy
+        learns between visits; this keeps predictions calibrated when the
+        prompts' own evidence and the first-visit groups go stale.
 
     >>> s = SampleStats(["q"], difficulty=[0.25], params=StoreParams(prior_strength=8))
     >>> a, b = s.posterior()
@@ -120,10 +125,11 @@ class StoreParams:
     correct_threshold: float = 0.5
     share: bool = False
     group_keys: tuple[str, ...] = ()
-    group_half_life: float | None = 16.0
+    group_half_life: float | None = 32.0
     group_strength: float = 8.0
     prompt_strength: float | None = None
     decay_unit: str = "steps"
+    drift_correction: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "group_keys", tuple(str(k) for k in self.group_keys))
@@ -444,11 +450,15 @@ class SampleStats:
             return np.where(den > 0, num / np.maximum(den, 1e-300), 0.5)
 
     def posterior(
-        self, rows: Sequence[str] | np.ndarray | None = None, step: int | None = None
+        self, rows: Sequence[str] | np.ndarray | None = None, step: int | None = None,
+        drift: bool = True,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Beta (alpha, beta) at `step` (default: the latest update step).
 
         `rows`: sample ids, an int array of rows, or None for every sample.
+        With sharing on and `drift_correction`, the mean is shifted by its
+        group's drift (`sampling.groups.GroupHierarchy.drift`) at the same
+        concentration; `drift=False` gives the unshifted posterior.
         """
         idx = self._as_rows(rows)
         t = self.step if step is None else int(step)
@@ -483,6 +493,11 @@ class SampleStats:
             p0 = np.clip(p0, 1e-3, 1.0 - 1e-3)
         alpha = base + m * p0 + ev_s
         beta = base + m * (1.0 - p0) + ev_f
+        if p.share and p.drift_correction and drift:
+            tot = alpha + beta
+            shifted = np.clip(alpha / tot + self.groups.drift(idx, t, p.group_half_life),
+                              1e-3, 1.0 - 1e-3)
+            alpha, beta = shifted * tot, (1.0 - shifted) * tot
         return alpha, beta
 
     def prompt_strength(self) -> float:
@@ -621,6 +636,11 @@ class SampleStats:
 
         # --- all validated: compute the new values, then assign
         k = len(uniq)
+        if self.params.share and self.params.drift_correction:
+            a0, b0 = self.posterior(uniq, step, drift=False)
+            resid = np.bincount(inv, r, minlength=k) / np.bincount(inv, minlength=k) - a0 / (a0 + b0)
+        else:
+            resid = None
         cnt = np.bincount(inv, minlength=k).astype(np.float64)
         s_sum = np.bincount(inv, r, minlength=k)
         f_sum = cnt - s_sum
@@ -677,6 +697,8 @@ class SampleStats:
         # groups learn from first visits only: revisits are chosen for their evidence
         # (a sampler returns to the mixed prompts), so they would bias the group toward 1/2
         self.groups.add(uniq[first], s_sum[first], cnt[first], step, p.group_half_life)
+        if resid is not None:
+            self.groups.add_residuals(uniq, resid, step, p.group_half_life)
         self._version += 1
         self.step = max(self.step, step)
         if len(newly_seen):

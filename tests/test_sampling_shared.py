@@ -245,3 +245,20 @@ def test_quickstart_log_replays_exactly_and_is_calibrated():
     pred, obs = replay_predictions(stats, steps)
     np.testing.assert_allclose(pred, np.array(groups["p_estimate"], dtype=float), atol=1e-6)
     assert expected_calibration_error(pred, obs) <= 0.05
+
+
+def test_group_drift_shifts_stale_predictions_toward_what_revisits_show():
+    """The policy learns between visits: prompts seen at 1/8 come back at 7/8. A prompt of
+    the same group seen once at 1/8 and not since is predicted higher with drift correction."""
+    ids = [f"p{i}" for i in range(40)]
+    kw = {"share": True, "decay_unit": "visits", "fast_half_life": 4.0, "prompt_strength": 2.0}
+    fixed, drifting = SampleStats(ids, drift_correction=False, **kw), SampleStats(ids, **kw)
+    one_of_8 = [1.0] + [0.0] * 7
+    for s in (fixed, drifting):
+        s.update([i for i in ids for _ in range(8)], one_of_8 * 40, step=1)
+        for t in range(2, 12):  # revisits of p0..p19 now mostly succeed
+            s.update([f"p{i}" for i in range(20) for _ in range(8)], ([1.0] * 7 + [0.0]) * 20, step=t)
+    stale = ["p30"]
+    assert drifting.predict(stale, step=12)[0][0] > fixed.predict(stale, step=12)[0][0] + 0.1
+    np.testing.assert_allclose(fixed.posterior(stale, step=12),
+                               drifting.posterior(stale, step=12, drift=False))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
+from test_trainer_grpo import _log, _run_child  # the tests folder is on sys.path
 
 from curate.synthetic import make_suite
 from pipelines.query import connect, run_named
@@ -36,7 +37,7 @@ def _trainer(run_dir, reward_fn, **cfg):
     config = GRPOConfig(**{"steps": 2, "prompts_per_step": 3, "group_size": G, "max_new_tokens": 4,
                            "lr": 1e-2, "device": "cpu", "fill": True, "sampler": "uniform", **cfg})
     return GRPOTrainer(model, tok, make_suite(60, seed=0, max_level=1), config, run_dir,
-                       reward=combine({"correct": (reward_fn, 1.0)}))
+                       reward=combine({"correct": (reward_fn, 1.0)}), run_id="t")
 
 
 def test_fill_mode_updates_on_exactly_b_informative_groups_and_logs_every_rollout(tmp_path):
@@ -78,9 +79,6 @@ def test_fill_mode_stops_at_the_round_cap_without_signal(tmp_path):
 
 
 def test_fill_mode_with_the_shared_store_trains_and_resumes_identically(tmp_path):
-    import subprocess
-    import sys
-
     child = tmp_path / "child.py"
     child.write_text(textwrap.dedent(f"""
         import sys
@@ -93,24 +91,9 @@ def test_fill_mode_with_the_shared_store_trains_and_resumes_identically(tmp_path
                  ).train()
     """))
 
-    def run(run_dir, kill=None):
-        import os
-
-        env = {k: v for k, v in os.environ.items() if k != "THRESHER_KILL_AT"}
-        if kill:
-            env["THRESHER_KILL_AT"] = kill
-        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-        return subprocess.run([sys.executable, str(child), str(run_dir)], env=env, cwd=REPO,
-                              capture_output=True, timeout=300).returncode
-
-    def log(run_dir):
-        t = pq.read_table(run_dir / "rollouts").drop_columns(["ts", "run_id"])
-        return t.sort_by([("step", "ascending"), ("group", "ascending"),
-                          ("response_idx", "ascending")]).to_pylist()
-
-    assert run(tmp_path / "a") == 0
-    assert run(tmp_path / "b", "after_log:3") == -signal.SIGKILL
-    assert run(tmp_path / "b") == 0
-    a, b = log(tmp_path / "a"), log(tmp_path / "b")
+    assert _run_child(child, tmp_path / "a", None) == 0
+    assert _run_child(child, tmp_path / "b", "after_log:3") == -signal.SIGKILL
+    assert _run_child(child, tmp_path / "b", None) == 0
+    a, b = _log(tmp_path / "a"), _log(tmp_path / "b")
     assert sum(r["kept"] for r in a) == 4 * 3 * G
     assert a == b
