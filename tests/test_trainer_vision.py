@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from curate.synthetic_vision import generate_vision
+from curate.synthetic_vision import generate_vision, write_images
 from trainer.vision import (
     ImageBatch,
     ImageError,
@@ -200,3 +200,23 @@ def test_image_batch_concat_dedups_by_key():
     c = ImageBatch.concat([a, b])
     assert c.keys == ["x", "y"] and c.row_images == [[0], [], [0], [1, 0]]
     assert c.pixel_values[:4].eq(1).all() and c.pixel_values[4:].eq(2).all()
+
+
+def test_rope_positions_equal_transformers_rope_index(model, tok, tmp_path):
+    from trainer.vision import rope_positions
+
+    # two images per row, non-square grids, text-only rows and left padding in one batch
+    refs = write_images([np.full((32, 48, 3), 10, np.uint8), np.full((16, 32, 3), 200, np.uint8),
+                         np.full((32, 32, 3), 90, np.uint8)], tmp_path)
+    inputs = VisionInputs(model, tok)
+    batch = inputs.encode(["ab=", "a much longer prompt=", "x=", "", "q="],
+                          [[refs[0], refs[1]], [refs[2]], [], [refs[1]], [refs[2], refs[0]]])
+    for extra in (0, 4):  # a prompt, and a prompt with a right-padded response
+        ids = torch.cat([batch.input_ids, torch.full((5, extra), 30)], dim=1)
+        mask = torch.cat([batch.attention_mask, torch.ones(5, extra, dtype=torch.long)], dim=1)
+        if extra:
+            mask[1, -2:] = 0
+        want, _ = model.model.get_rope_index(ids, mm_token_type_ids=mm_token_type_ids(model, ids),
+                                             image_grid_thw=batch.images.row_grids(),
+                                             attention_mask=mask)
+        assert torch.equal(rope_positions(model, ids, mask, batch.images), want)

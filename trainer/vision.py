@@ -478,12 +478,47 @@ def embed_inputs(model, input_ids: torch.Tensor, images: ImageBatch,
 
 def rope_positions(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    images: ImageBatch) -> torch.Tensor:
-    """(3, B, L) multimodal rotary positions (Qwen2-VL's rope index; padding gets 0)."""
-    mm = (input_ids == model.config.image_token_id).int()
-    grids = images.row_grids() if images.any else None
-    pos, _ = model.model.get_rope_index(input_ids, mm_token_type_ids=mm, image_grid_thw=grids,
-                                        attention_mask=attention_mask)
-    return pos
+    """(3, B, L) multimodal rotary positions: Qwen2-VL's rope index, vectorized.
+
+    Text tokens count up on all three axes; the tokens of an image (h x w after
+    the merge) sit at (start, start + row, start + col), and the text after it
+    goes on from start + max(h, w). Padding gets 0. Equal to transformers'
+    ``get_rope_index`` (tests/test_trainer_vision.py), without its Python loop
+    over rows and tokens.
+    """
+    mask = attention_mask.bool()
+    is_img = (input_ids == model.config.image_token_id) & mask
+    text = mask & ~is_img
+    text_before = text.long().cumsum(dim=1) - text.long()  # text tokens strictly before
+    pos = (text_before).unsqueeze(0).repeat(3, 1, 1)
+    if bool(is_img.any()):
+        merge = int(model.config.vision_config.spatial_merge_size)
+        grids = images.row_grids().to(input_ids.device)
+        gh, gw = grids[:, 1] // merge, grids[:, 2] // merge
+        prev = torch.zeros_like(is_img)
+        prev[:, 1:] = is_img[:, :-1]
+        starts = is_img & ~prev  # first token of each image block, blocks in row-major order
+        b_row, b_col = torch.nonzero(starts, as_tuple=True)
+        if len(b_row) != len(grids):
+            raise ValueError(f"{len(b_row)} image blocks in the prompts but {len(grids)} images")
+        adv = torch.maximum(gh, gw)
+        bump = torch.zeros_like(input_ids)
+        bump[b_row, b_col] = adv
+        cum = bump.cumsum(dim=1)  # advances of the blocks that started at or before each token
+        block = starts.long().cumsum(dim=1) - 1  # index of the block within its row
+        first = torch.cumsum(starts.sum(dim=1), 0) - starts.sum(dim=1)  # row's first block, global
+        glob = (first.unsqueeze(1) + block).clamp(min=0)
+        own_adv, width = adv[glob.clamp(max=len(adv) - 1)], gw[glob.clamp(max=len(adv) - 1)]
+        start_col = b_col[glob.clamp(max=len(adv) - 1)]
+        offset = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0) - start_col
+        img_start = text_before + cum - own_adv
+        text_pos = text_before + cum
+        pos = torch.stack([
+            torch.where(is_img, img_start, text_pos),
+            torch.where(is_img, img_start + torch.div(offset, width, rounding_mode="floor"), text_pos),
+            torch.where(is_img, img_start + offset % width, text_pos),
+        ])
+    return torch.where(mask.unsqueeze(0), pos, torch.zeros_like(pos))
 
 
 def mm_token_type_ids(model, input_ids: torch.Tensor) -> torch.Tensor:
