@@ -38,7 +38,7 @@ _EXPORTS: dict[str, str] = {
     "preference_pairs": "curate.from_logs",
     "self_distill": "curate.from_logs",
 }
-_SUBMODULES = {"mixture", "synthetic", "filters", "answers", "ingest", "dedup", "decontam"}
+_SUBMODULES = {"mixture", "synthetic", "synthetic_vision", "filters", "answers", "ingest", "dedup", "decontam"}
 
 
 def __getattr__(name: str) -> Any:

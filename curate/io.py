@@ -73,6 +73,29 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
     return path
 
 
+def write_bytes_atomic(data: bytes, path: str | os.PathLike, fsync: bool = False) -> Path:
+    """Write `data` to `path` atomically (temp file, rename; `fsync` first if asked).
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "b.bin"
+    >>> write_bytes_atomic(b"abc", p).read_bytes()
+    b'abc'
+    """
+    path = Path(path)
+    tmp = _tmp_beside(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def write_json_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """Write `obj` as indented, key-sorted JSON atomically."""
     return write_text_atomic(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", path)

@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 from curate.errors import DataError
 from curate.io import write_parquet_atomic
-from curate.schema import conform
+from curate.schema import IMAGE_TYPE, conform
 
 ROLLOUT_SCHEMA = pa.schema(
     [
@@ -67,6 +67,9 @@ ROLLOUT_SCHEMA = pa.schema(
         # whether the response's group went into the policy update (fill mode drops
         # zero-variance groups and any beyond the batch); null where unknown (imports)
         ("kept", pa.bool_()),
+        # the prompt's images as the Sample has them (path + sha256), never pixels;
+        # empty for a text prompt, null where unknown (imports, older logs)
+        ("images", pa.list_(IMAGE_TYPE)),
     ]
 )
 
@@ -127,6 +130,8 @@ def part_files(run_dir: str | os.PathLike) -> list[Path]:
 
 
 def _kind(t: pa.DataType) -> str:
+    if pa.types.is_list(t) or pa.types.is_large_list(t):  # Parquet renames the item field
+        return f"list<{_kind(t.value_type)}>"
     for name, test in (("number", lambda x: pa.types.is_integer(x) or pa.types.is_floating(x)),
                        ("string", lambda x: pa.types.is_string(x) or pa.types.is_large_string(x)
                         or (pa.types.is_dictionary(x) and pa.types.is_string(x.value_type))),
@@ -194,13 +199,14 @@ def sql_list(files: Sequence[Path]) -> str:
     return "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
 
 
-_DUCK_TYPES = {"bool": "BOOLEAN", "int64": "BIGINT", "double": "DOUBLE", "string": "VARCHAR"}
+_DUCK_TYPES = {"bool": "BOOLEAN", "int64": "BIGINT", "double": "DOUBLE", "string": "VARCHAR",
+               str(pa.list_(IMAGE_TYPE)): "STRUCT(path VARCHAR, sha256 VARCHAR)[]"}
 
 
 def create_view(con: Any, files: Sequence[str | os.PathLike], name: str = "rollouts") -> None:
     """Create the DuckDB view `name` over rollout parts (columns united by name).
 
-    Columns the schema gained later (e.g. `kept`) read as null in older logs,
+    Columns the schema gained later (e.g. `kept`, `images`) read as null in older logs,
     so every query can name every schema column.
     """
     src = f"read_parquet({sql_list([Path(f) for f in files])}, union_by_name = true)"

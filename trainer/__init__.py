@@ -34,6 +34,11 @@ _EXPORTS: dict[str, str] = {
     "load_pretrained": "trainer.modeling",
     "auto_device": "trainer.modeling",
     "evaluate": "trainer.evaluation",
+    "vision_tokenizer": "trainer.vision",
+    "build_tiny_vlm": "trainer.vision",
+    "TinyVLMSpec": "trainer.vision",
+    "VisionInputs": "trainer.vision",
+    "ImageError": "trainer.vision",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from curate.errors import DataError
 from curate.rollout_log import RolloutWriter
 from trainer import checkpoint as ckpt
 from trainer.config import GRPOConfig
@@ -46,6 +47,12 @@ from trainer.losses import group_advantages, informative_groups, policy_loss
 from trainer.modeling import auto_device
 from trainer.rewards import CombinedReward, default_reward
 from trainer.schedule import make_scheduler
+from trainer.vision import ImageBatch, ImageError, VisionInputs, is_vision_model
+from trainer.vision_generation import (
+    VisionGeneration,
+    generate_vision_groups,
+    vision_response_logprobs,
+)
 
 KILL_ENV = "THRESHER_KILL_AT"  # test hook: "<point>:<step>", point in {after_update, after_log, after_checkpoint}
 
@@ -87,18 +94,26 @@ class _Round:
 
 
 def _kept_rows(rounds: list[_Round], g: int, pad_id: int):
-    """The kept groups' rows of every round as one Generation, and their advantages."""
+    """The kept groups' rows of every round as one Generation, and their advantages.
+
+    Image prompts keep their images: each distinct image once (by sha256) for
+    the rows of every round."""
     parts, advs = [], []
     for r in rounds:
         idx = torch.nonzero(r.keep.repeat_interleave(g)).flatten()
         if idx.numel():
             gen = r.gen
-            parts.append(Generation(gen.prompt_ids[idx], gen.prompt_mask[idx], gen.response_ids[idx],
+            parts.append(gen.select(idx.tolist()) if isinstance(gen, VisionGeneration) else
+                         Generation(gen.prompt_ids[idx], gen.prompt_mask[idx], gen.response_ids[idx],
                                     gen.response_mask[idx], [gen.texts[i] for i in idx.tolist()]))
             advs.append(r.adv[idx])
     if not parts:
         return rounds[0].gen, torch.zeros(0)
-    return concat_generations(parts, pad_id), torch.cat(advs)
+    out = concat_generations(parts, pad_id)
+    if isinstance(parts[0], VisionGeneration):
+        out = VisionGeneration(out.prompt_ids, out.prompt_mask, out.response_ids, out.response_mask,
+                               out.texts, ImageBatch.concat([p.images for p in parts]))
+    return out, torch.cat(advs)
 
 
 def _maybe_kill(point: str, step: int) -> None:
@@ -116,8 +131,11 @@ class GRPOTrainer:
     """Group Relative Policy Optimization over a Sample-schema table.
 
     Args:
-        model, tokenizer: a causal LM and its tokenizer (left padding is forced).
-        samples: the RL set (Sample schema: id, prompt, answer, answer_type, domain).
+        model, tokenizer: a causal LM and its tokenizer (left padding is forced), or
+            a vision-language model (Qwen2-VL family, `trainer.vision`) whose
+            prompts carry the rows' images; text-only rows keep working in it.
+        samples: the RL set (Sample schema: id, prompt, answer, answer_type, domain;
+            `images` for image prompts).
         config: `GRPOConfig`.
         run_dir: where rollouts/, stats/ and checkpoints/ go.
         reward: a `CombinedReward` (default: correctness + format from config weights).
@@ -165,6 +183,9 @@ class GRPOTrainer:
             tokenizer.pad_token = tokenizer.eos_token
         self.device, self.dtype = auto_device(config.device)
         self.model = model.to(self.device)
+        # image prompts: decoded once per sha256, the vision tower run once per image
+        self.vision = VisionInputs(model, tokenizer) if is_vision_model(model) else None
+        self.image_errors: list[ImageError] = []
         self.reward = reward or default_reward(config.reward_correct, config.reward_format,
                                                config.reward_length, config.max_new_tokens)
         self.progress = progress
@@ -217,6 +238,15 @@ class GRPOTrainer:
         self._answer = col("answer", "")
         self._answer_type = col("answer_type", "text")
         self._domain = col("domain", "")
+        self._images = [v or [] for v in samples.column("images").to_pylist()] \
+            if "images" in samples.column_names else [[] for _ in ids]
+        if self.vision is None:
+            with_images = [i for i, v in enumerate(self._images) if v]
+            if with_images:
+                raise DataError(
+                    f"RL samples: row {with_images[0]} (id {ids[with_images[0]]!r}) has images but "
+                    f"the model is a text-only LM ({len(with_images)} rows with images); train a "
+                    "vision-language model (trainer.vision) or drop the image rows")
 
     # ----------------------------------------------------------- reference
     def _make_reference(self):
@@ -299,19 +329,31 @@ class GRPOTrainer:
         p_est, score = _selection_info(self.sampler, self.stats, ids)
         rows = [self._row[i] for i in ids]
         g = cfg.group_size
+        if self.vision is not None:  # image prompts: a bad image leaves out its prompt only
+            batch = self.vision.encode([self._prompt[r] for r in rows], [self._images[r] for r in rows],
+                                       ids, self.device, on_error="skip")
+            self._image_errors(batch.errors)
+            ids = [ids[i] for i in batch.rows]
+            p_est, score = [p_est[i] for i in batch.rows], [score[i] for i in batch.rows]
+            rows = [rows[i] for i in batch.rows]
         prompts = [self._prompt[r] for r in rows for _ in range(g)]
         # each prompt prefilled once, its KV cache shared by its G responses
         with self._autocast():
-            gen = generate_groups(self.model, self.tokenizer, [self._prompt[r] for r in rows], g,
-                                  cfg.max_new_tokens, cfg.temperature, cfg.top_p)
+            if self.vision is not None:
+                gen = generate_vision_groups(self.model, self.vision, batch, g, cfg.max_new_tokens,
+                                             cfg.temperature, cfg.top_p)
+            else:
+                gen = generate_groups(self.model, self.tokenizer, [self._prompt[r] for r in rows], g,
+                                      cfg.max_new_tokens, cfg.temperature, cfg.top_p)
         cols = {
             "answer": [self._answer[r] for r in rows for _ in range(g)],
             "answer_type": [self._answer_type[r] for r in rows for _ in range(g)],
             "domain": [self._domain[r] for r in rows for _ in range(g)],
             "sample_id": [i for i in ids for _ in range(g)],
             "response_tokens": gen.response_lengths,
+            "images": [self._images[r] for r in rows for _ in range(g)],
         }
-        rew = self.reward(prompts, gen.texts, **cols)
+        rew = self.reward(prompts, gen.texts, **{c: v for c, v in cols.items() if c != "images"})
         rewards = torch.tensor(rew.total, dtype=torch.float32)
         # the store wants rewards in [0, 1]: correctness when known, else the clipped total
         stat_r = rew.components["correct"] if "correct" in rew.components else \
@@ -383,7 +425,20 @@ class GRPOTrainer:
             "score": [r.score[k // g] for k in range(n)],
             "policy_version": [t - 1] * n,
             "kept": keep,
+            "images": r.cols["images"],
         }, seq=seq)
+
+    def _image_errors(self, errors: list[ImageError]) -> None:
+        """Report prompts left out for a bad image (once per sample and path)."""
+        import warnings
+
+        seen = {(e.sample_id, e.path) for e in self.image_errors}
+        for e in errors:
+            if (e.sample_id, e.path) not in seen:
+                warnings.warn(f"GRPO step {self.step + 1}: prompt left out: {e}", UserWarning,
+                              stacklevel=3)
+                self.image_errors.append(e)
+                seen.add((e.sample_id, e.path))
 
     def _autocast(self):
         if self.device.type == "cuda" and self.dtype != torch.float32:
@@ -399,6 +454,7 @@ class GRPOTrainer:
         r_len = int(gen.response_mask[idx].sum(dim=1).max())
         p_ids, p_mask = gen.prompt_ids[idx], gen.prompt_mask[idx]
         r_ids, r_mask = gen.response_ids[idx, :r_len], gen.response_mask[idx, :r_len]
+        images = gen.images.select_rows(idx.tolist()) if isinstance(gen, VisionGeneration) else None
         a = adv[idx].to(dev)
         n = idx.numel()
         mb_size = -(-n // cfg.minibatches)
@@ -406,17 +462,18 @@ class GRPOTrainer:
         old_logp = ref_logp = None
         with torch.no_grad(), self._autocast():
             if not on_policy:
-                old_logp = self._logp_batched(self.model, p_ids, p_mask, r_ids, r_mask)
+                old_logp = self._logp_batched(self.model, p_ids, p_mask, r_ids, r_mask, images)
             if self.ref_model is not None:
-                ref_logp = self._logp_batched(self.ref_model, p_ids, p_mask, r_ids, r_mask)
+                ref_logp = self._logp_batched(self.ref_model, p_ids, p_mask, r_ids, r_mask, images)
         self.model.train()
         losses, clips, kls = [], [], []
         for _ in range(cfg.inner_updates):
             for s in range(0, n, mb_size):
                 sl = slice(s, s + mb_size)
                 with self._autocast():
-                    logp = response_logprobs(self.model, p_ids[sl], p_mask[sl], r_ids[sl],
-                                             r_mask[sl], cfg.temperature)
+                    logp = self._logp_batched(
+                        self.model, p_ids[sl], p_mask[sl], r_ids[sl], r_mask[sl],
+                        images.select_rows(range(n)[sl]) if images is not None else None)
                 old = logp.detach() if old_logp is None else old_logp[sl]
                 loss, info = policy_loss(
                     logp, old, a[sl], r_mask[sl], cfg.clip_low, cfg.clip_high, cfg.loss_agg,
@@ -431,7 +488,12 @@ class GRPOTrainer:
                 kls.append(info["kl"])
         return float(np.mean(losses)), float(np.mean(clips)), float(np.mean(kls))
 
-    def _logp_batched(self, model, p_ids, p_mask, r_ids, r_mask) -> torch.Tensor:
+    def _logp_batched(self, model, p_ids, p_mask, r_ids, r_mask,
+                      images: ImageBatch | None = None) -> torch.Tensor:
+        """Response log-probs under `model` (policy, old policy or reference: the same inputs)."""
+        if images is not None:
+            return vision_response_logprobs(model, p_ids, p_mask, r_ids, r_mask, images,
+                                            self.cfg.temperature, self.vision.blocked_ids)
         return response_logprobs(model, p_ids, p_mask, r_ids, r_mask, self.cfg.temperature)
 
     # ---------------------------------------------------------- checkpoint
@@ -459,12 +521,11 @@ class GRPOTrainer:
         return path
 
     def _resume(self, path: Path) -> None:
-        from transformers import AutoModelForCausalLM
-
         from sampling import SampleStats
 
         state = ckpt.load_trainer_state(path)
-        loaded = AutoModelForCausalLM.from_pretrained(path / "model", local_files_only=True)
+        # the model's own class: a causal LM or a vision-language model alike
+        loaded = type(self.model).from_pretrained(path / "model", local_files_only=True)
         self.model.load_state_dict(loaded.state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -486,7 +547,7 @@ class GRPOTrainer:
                 part.unlink()
         ref_dir = self.run_dir / "checkpoints" / "reference"
         if self.cfg.beta > 0 and (ref_dir / "config.json").exists():
-            ref = AutoModelForCausalLM.from_pretrained(ref_dir, local_files_only=True).to(self.device)
+            ref = type(self.model).from_pretrained(ref_dir, local_files_only=True).to(self.device)
             self.ref_model = ref.eval().requires_grad_(False)
 
 
