@@ -11,7 +11,9 @@ informative ones are in hand and updates on exactly those) with three samplers:
   with decayed evidence from first visits, empirical-Bayes prompt strength,
   visit-based decay of a prompt's own evidence) under the same Thompson draws;
   `shared_greedy` ranks by the posterior-predictive chance of an informative
-  group instead (`temperature=0, predictive=True`; not in the default arms).
+  group instead (`temperature=0, predictive=True`; not in the default arms);
+- shared_cover: `shared` with a staleness bound (no prompt unpicked for more than
+  20 steps), so that the several-epochs pool is trained on as a whole.
 
 Two data regimes: one pass (the RL pool is larger than what uniform draws, so
 uniform never sees a prompt twice) and several epochs (a small pool that
@@ -57,6 +59,7 @@ ARMS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "thompson": ("thompson", {}, {}),
     "shared": ("thompson", {}, SHARED_STORE),
     "shared_greedy": ("thompson", {"temperature": 0.0, "predictive": True}, SHARED_STORE),
+    "shared_cover": ("thompson", {"max_staleness": 20}, SHARED_STORE),
 }
 
 
@@ -211,9 +214,9 @@ def summarize(regime: str, runs: list[dict[str, Any]], fill: bool) -> dict[str, 
         }
     key = "rollouts_to_uniform_final_ratio"
     cands = [a for a in arms if a != "uniform"] or ["uniform"]
-    if fill:
+    if fill and any(arms[a][key] is not None for a in cands):
         best = min(cands, key=lambda a: arms[a][key] if arms[a][key] is not None else math.inf)
-    else:
+    else:  # none reaches uniform's accuracy (or no fill): the most accurate
         best = max(cands, key=lambda a: arms[a]["held_out_final"])
     return {"fill": fill, "uniform_final": u_final, "uniform_rollouts": u_rollouts,
             "best": best, "arms": arms}
@@ -237,7 +240,7 @@ def main() -> int:
                     help="RL pool of the several-epochs regime (uniform draws each ~8 times)")
     ap.add_argument("--sft-steps", type=int, default=900)
     ap.add_argument("--regimes", default="one_pass,multi_epoch,fixed")
-    ap.add_argument("--arms", default="uniform,thompson,shared")
+    ap.add_argument("--arms", default="uniform,thompson,shared,shared_cover")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--reuse", default=None,
                     help="a partial.json of an earlier run with the same settings: its runs of "
@@ -275,8 +278,10 @@ def main() -> int:
     for regime in args.regimes.split(","):
         fill, pool = regimes[regime]
         for arm in args.arms.split(","):
-            if regime == "fixed" and arm == "thompson":
+            if regime == "fixed" and arm not in ("uniform", "shared"):
                 continue  # the fixed regime compares uniform with the new sampler
+            if arm == "shared_cover" and regime != "multi_epoch":
+                continue  # a staleness bound needs pool <= W x picks per step
             for seed in range(args.seeds):
                 steps = args.steps if (arm == "uniform" or not fill) else \
                     int(round(args.steps * args.extra))
