@@ -13,7 +13,8 @@ informative ones are in hand and updates on exactly those) with three samplers:
   `shared_greedy` ranks by the posterior-predictive chance of an informative
   group instead (`temperature=0, predictive=True`; not in the default arms);
 - shared_cover: `shared` with a staleness bound (no prompt unpicked for more than
-  20 steps), so that the several-epochs pool is trained on as a whole.
+  20 steps), so that the several-epochs pool is trained on as a whole;
+- shared_gap: `shared` with a 6-step cooldown (`min_gap`), for the same reason.
 
 Two data regimes: one pass (the RL pool is larger than what uniform draws, so
 uniform never sees a prompt twice) and several epochs (a small pool that
@@ -60,6 +61,7 @@ ARMS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "shared": ("thompson", {}, SHARED_STORE),
     "shared_greedy": ("thompson", {"temperature": 0.0, "predictive": True}, SHARED_STORE),
     "shared_cover": ("thompson", {"max_staleness": 20}, SHARED_STORE),
+    "shared_gap": ("thompson", {"min_gap": 6}, SHARED_STORE),
 }
 
 
@@ -240,7 +242,7 @@ def main() -> int:
                     help="RL pool of the several-epochs regime (uniform draws each ~8 times)")
     ap.add_argument("--sft-steps", type=int, default=900)
     ap.add_argument("--regimes", default="one_pass,multi_epoch,fixed")
-    ap.add_argument("--arms", default="uniform,thompson,shared,shared_cover")
+    ap.add_argument("--arms", default="uniform,thompson,shared,shared_cover,shared_gap")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--reuse", default=None,
                     help="a partial.json of an earlier run with the same settings: its runs of "
@@ -280,7 +282,7 @@ def main() -> int:
         for arm in args.arms.split(","):
             if regime == "fixed" and arm not in ("uniform", "shared"):
                 continue  # the fixed regime compares uniform with the new sampler
-            if arm == "shared_cover" and regime != "multi_epoch":
+            if arm in ("shared_cover", "shared_gap") and regime != "multi_epoch":
                 continue  # a staleness bound needs pool <= W x picks per step
             for seed in range(args.seeds):
                 steps = args.steps if (arm == "uniform" or not fill) else \

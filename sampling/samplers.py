@@ -294,6 +294,10 @@ class ThompsonSampler(Sampler):
       scores). Needs n <= W * k to hold; otherwise the oldest go first.
     - `skip_flat` (any sampler): GRESO's skip of prompts whose recent groups
       were all equal.
+    - `min_gap` (steps): a cooldown; a prompt picked in the last `min_gap`
+      steps ranks below every other (scores are in [0, 1]), so a small pool is
+      trained on as a whole rather than its most informative prompts again and
+      again.
 
     >>> import pyarrow as pa
     >>> s = SampleStats.from_samples(pa.table({"id": list("abc"), "difficulty": [0.0, 0.5, 1.0]}),
@@ -308,8 +312,12 @@ class ThompsonSampler(Sampler):
                  pool_factor: float | None = None, temperature: float = 1.0,
                  coverage: float = 0.0, coverage_window: int = 10,
                  weights: Mapping[str, float] | None = None, predictive: bool = False,
-                 max_staleness: int | None = None, skip_flat: float = 0.0) -> None:
+                 max_staleness: int | None = None, skip_flat: float = 0.0,
+                 min_gap: int = 0) -> None:
         super().__init__(stats, group_size, seed, weights, skip_flat)
+        if not (isinstance(min_gap, int) and min_gap >= 0):
+            raise ValueError(f"min_gap must be an int >= 0, got {min_gap!r}")
+        self.min_gap = min_gap
         if pool_factor is not None and not pool_factor >= 1:
             raise ValueError(f"pool_factor must be None or >= 1, got {pool_factor!r}")
         if not 0.0 <= temperature <= 1.0:
@@ -333,7 +341,7 @@ class ThompsonSampler(Sampler):
         self.temperature = float(temperature)
         self.coverage, self.coverage_window = float(coverage), coverage_window
         self.max_staleness = max_staleness
-        track = coverage > 0 or max_staleness is not None
+        track = coverage > 0 or max_staleness is not None or min_gap > 0
         self._last_pick = np.full(len(stats), -1, dtype=np.int64) if track else None
 
     def _scores(self, cand: np.ndarray | None, step: int) -> np.ndarray:
@@ -470,6 +478,10 @@ class ThompsonSampler(Sampler):
             else:
                 cand, sc = self._exact_scores(q, step, rows, key)
             sc = np.where(self._blocked(cand), -np.inf, sc)
+            if self.min_gap:  # a cooldown: recently picked prompts rank last
+                recent = self._last_pick[cand] > step - self.min_gap
+                recent &= self._last_pick[cand] >= 0
+                sc = np.where(recent & np.isfinite(sc), sc - 2.0, sc)
             if chosen:
                 sc = np.where(np.isin(cand, chosen[0]), -np.inf, sc)
             top = _top(sc, q_main)

@@ -263,3 +263,13 @@ def test_group_drift_shifts_stale_predictions_toward_what_revisits_show():
     assert drifting.predict(stale, step=12)[0][0] > fixed.predict(stale, step=12)[0][0] + 0.1
     np.testing.assert_allclose(fixed.posterior(stale, step=12),
                                drifting.posterior(stale, step=12, drift=False))
+
+
+def test_min_gap_spreads_picks_over_a_small_pool():
+    s = SampleStats([f"p{i}" for i in range(30)], difficulty=[0.5] * 5 + [0.05] * 25,
+                    prior_strength=200)
+    plain, cool = ThompsonSampler(s, seed=0), ThompsonSampler(s, seed=0, min_gap=3)
+    seen_plain = {i for t in range(1, 7) for i in plain.next_batch(5, step=t)}
+    seen_cool = {i for t in range(1, 7) for i in cool.next_batch(5, step=t)}
+    assert len(seen_plain) < 10  # the five mid-rate prompts, again and again
+    assert len(seen_cool) >= 15  # the cooldown sends every other step elsewhere
