@@ -59,18 +59,7 @@ def write_parquet_atomic(table: pa.Table, path: str | os.PathLike, **kwargs: Any
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
     """Write `text` to `path` atomically (temp file, fsync, rename)."""
-    path = Path(path)
-    tmp = _tmp_beside(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes_atomic(text.encode("utf-8"), path, fsync=True)
 
 
 def write_bytes_atomic(data: bytes, path: str | os.PathLike, fsync: bool = False) -> Path:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from test_trainer_grpo import _log, _run_child  # the tests folder is on sys.path
 
 from curate.errors import DataError
 from curate.rollout_log import ROLLOUT_SCHEMA
@@ -119,21 +118,6 @@ CHILD = textwrap.dedent(
                 reward=combine({{"correct": (char_sum_parity, 1.0)}})).train()
     """
 )
-
-
-def _run_child(script: Path, run_dir: Path, kill_at: str | None) -> int:
-    env = {k: v for k, v in os.environ.items() if k != "THRESHER_KILL_AT"}
-    if kill_at:
-        env["THRESHER_KILL_AT"] = kill_at
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, str(script), str(run_dir)], env=env, cwd=REPO,
-                          capture_output=True, timeout=300).returncode
-
-
-def _log(run_dir: Path):
-    table = pq.read_table(run_dir / "rollouts").drop_columns(["ts"])
-    return table.sort_by([("step", "ascending"), ("group", "ascending"),
-                          ("response_idx", "ascending")]).to_pylist()
 
 
 def test_kill_and_resume_gives_the_same_multimodal_log(tmp_path):

@@ -98,7 +98,6 @@ def generate_groups(
     was_training = model.training
     model.eval()
     pos = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    cache_kw = _cache_kwarg(model)
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
     cache = _cache_of(out)
     if group_size > 1:
@@ -107,13 +106,36 @@ def generate_groups(
     p_ids = ids.repeat_interleave(group_size, dim=0)
     p_mask = mask.repeat_interleave(group_size, dim=0)
     next_pos = pos[:, -1:].repeat_interleave(group_size, dim=0) + 1
-    n = p_ids.shape[0]
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    tokens, rmask = decode_cached(model, cache, logits, p_mask, next_pos, max_new_tokens,
+                                  tokenizer.eos_token_id, tokenizer.pad_token_id,
+                                  lambda lg: _sample(lg, temperature, top_p))
+    if was_training:
+        model.train()
+    texts = decode_texts(tokenizer, tokens, rmask)
+    return Generation(p_ids, p_mask, tokens, rmask, texts)
+
+
+@torch.no_grad()
+def decode_cached(model, cache, logits: torch.Tensor, p_mask: torch.Tensor,
+                  next_pos: torch.Tensor, max_new_tokens: int, eos: int, pad: int,
+                  pick) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decoding loop after a prefill: one token per row per step, stop at EOS.
+
+    `logits`: (n, vocab) of the last prompt position; `cache`: the prefilled KV
+    cache (already repeated per response); `next_pos`: position ids of the first
+    response token (any shape the model takes, e.g. 3 x n x 1 for M-RoPE);
+    `pick(logits) -> tokens`: sampling, greedy, or sampling with tokens blocked.
+    Returns (tokens, mask): the mask covers tokens up to and including the
+    first EOS, and tokens after it are `pad`.
+    """
+    n = logits.shape[0]
+    device = logits.device
+    cache_kw = _cache_kwarg(model)
     tokens = torch.full((n, max_new_tokens), pad, dtype=torch.long, device=device)
     done = torch.zeros(n, dtype=torch.bool, device=device)
     attn = p_mask
     for t in range(max_new_tokens):
-        nxt = _sample(logits, temperature, top_p)
+        nxt = pick(logits)
         nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
         tokens[:, t] = nxt
         done = done | (nxt == eos)
@@ -126,14 +148,16 @@ def generate_groups(
         cache = _cache_of(out)
         logits = out.logits[:, -1, :].float()
         next_pos = next_pos + 1
-    if was_training:
-        model.train()
     is_eos = tokens == eos
-    after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0
-    rmask = (~after_eos).long()
-    tokens = torch.where(rmask.bool(), tokens, torch.full_like(tokens, pad))
-    texts = tokenizer.batch_decode(torch.where(is_eos, pad, tokens), skip_special_tokens=True)
-    return Generation(p_ids, p_mask, tokens, rmask, texts)
+    rmask = (~((is_eos.cumsum(dim=1) - is_eos.long()) > 0)).long()
+    return torch.where(rmask.bool(), tokens, torch.full_like(tokens, pad)), rmask
+
+
+def decode_texts(tokenizer, tokens: torch.Tensor, rmask: torch.Tensor) -> list[str]:
+    """Response texts without the EOS token and padding."""
+    is_eos = tokens == tokenizer.eos_token_id
+    return tokenizer.batch_decode(torch.where(is_eos, tokenizer.pad_token_id, tokens),
+                                  skip_special_tokens=True)
 
 
 def _cache_kwarg(model) -> str:

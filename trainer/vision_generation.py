@@ -36,7 +36,13 @@ from dataclasses import dataclass
 
 import torch
 
-from trainer.generation import Generation, _cache_kwarg, _cache_of, _sample
+from trainer.generation import (
+    Generation,
+    _cache_of,
+    _sample,
+    decode_cached,
+    decode_texts,
+)
 from trainer.vision import ImageBatch, VisionInputs, VisionPrompts, embed_inputs, rope_positions
 
 
@@ -78,7 +84,6 @@ def generate_vision_groups(
     model.eval()
     pos = rope_positions(model, ids, mask, images)
     embeds = embed_inputs(model, ids, images)
-    cache_kw = _cache_kwarg(model)
     out = model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True,
                 logits_to_keep=1)
     cache = _cache_of(out)
@@ -89,33 +94,16 @@ def generate_vision_groups(
     # every response token is text: all three axes continue from the prompt's largest position
     next_pos = (pos.amax(dim=(0, 2)) + 1).repeat_interleave(g).view(1, -1, 1).expand(3, -1, 1)
     p_ids, p_mask = ids.repeat_interleave(g, dim=0), mask.repeat_interleave(g, dim=0)
-    n = p_ids.shape[0]
-    eos, pad = tok.eos_token_id, tok.pad_token_id
-    tokens = torch.full((n, max_new_tokens), pad, dtype=torch.long, device=device)
-    done = torch.zeros(n, dtype=torch.bool, device=device)
-    attn = p_mask
-    for t in range(max_new_tokens):
-        logits = _block(logits, inputs.blocked_ids)
-        nxt = _sample(logits, temperature, top_p) if do_sample else logits.argmax(dim=-1)
-        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
-        tokens[:, t] = nxt
-        done = done | (nxt == eos)
-        if bool(done.all()) or t == max_new_tokens - 1:
-            tokens = tokens[:, : t + 1]
-            break
-        attn = torch.cat([attn, torch.ones((n, 1), dtype=attn.dtype, device=device)], dim=1)
-        out = model(input_ids=nxt.unsqueeze(1), attention_mask=attn, position_ids=next_pos,
-                    use_cache=True, **{cache_kw: cache})
-        cache = _cache_of(out)
-        logits = out.logits[:, -1, :].float()
-        next_pos = next_pos + 1
+
+    def pick(lg: torch.Tensor) -> torch.Tensor:
+        lg = _block(lg, inputs.blocked_ids)  # a sampled image token would break the rope index
+        return _sample(lg, temperature, top_p) if do_sample else lg.argmax(dim=-1)
+
+    tokens, rmask = decode_cached(model, cache, logits, p_mask, next_pos, max_new_tokens,
+                                  tok.eos_token_id, tok.pad_token_id, pick)
     if was_training:
         model.train()
-    is_eos = tokens == eos
-    after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0
-    rmask = (~after_eos).long()
-    tokens = torch.where(rmask.bool(), tokens, torch.full_like(tokens, pad))
-    texts = tok.batch_decode(torch.where(is_eos, pad, tokens), skip_special_tokens=True)
+    texts = decode_texts(tok, tokens, rmask)
     return VisionGeneration(p_ids, p_mask, tokens, rmask, texts, images.repeat_rows(g))
 
 
