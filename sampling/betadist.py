@@ -149,3 +149,78 @@ def best_distances(a: float, b: float, m: int, k: int, rng: np.random.Generator,
                    center: float = 0.5) -> np.ndarray:
     """The k smallest |p - center| among m iid p ~ Beta(a, b), ascending (exact in distribution)."""
     return distance_quantiles(a, b, smallest_uniforms(m, k, rng), center)
+
+
+def best_distances_many(a: np.ndarray, b: np.ndarray, m: np.ndarray, k: np.ndarray,
+                        rng: np.random.Generator, center: np.ndarray,
+                        grid: int = 256) -> list[np.ndarray]:
+    """`best_distances` for many groups at once: one vectorized quantile search.
+
+    Group i: the k[i] smallest |p - center[i]| among m[i] iid p ~ Beta(a[i], b[i]).
+    The same grid-then-Newton inversion as `distance_quantiles`, over a
+    (groups x k) array, so 32 shared-prior groups cost about what one did
+    (needs scipy; without it, one group at a time).
+
+    >>> rng = np.random.default_rng(0)
+    >>> out = best_distances_many(np.array([1.0, 2.0]), np.array([1.0, 5.0]), np.array([10**5, 10**5]),
+    ...                           np.array([3, 2]), rng, np.array([0.5, 0.5]))
+    >>> [len(d) for d in out], bool(np.all(out[0] < 1e-3))
+    ([3, 2], True)
+    """
+    us = [smallest_uniforms(int(mi), int(ki), rng) for mi, ki in zip(m, k, strict=True)]
+    return distance_quantiles_many(a, b, us, center, grid)
+
+
+def distance_quantiles_many(a: np.ndarray, b: np.ndarray, us: list[np.ndarray],
+                            center: np.ndarray, grid: int = 256) -> list[np.ndarray]:
+    """`distance_quantiles` of group i at the probabilities us[i], all groups in one search.
+
+    >>> distance_quantiles_many(np.array([1.0]), np.array([1.0]), [np.array([0.5])],
+    ...                         np.array([0.5]))[0].round(12).tolist()
+    [0.25]
+    """
+    if _scipy_betainc is None or not us:
+        return [distance_quantiles(float(ai), float(bi), u, float(ci))
+                for ai, bi, u, ci in zip(a, b, us, center, strict=True)]
+    from scipy.special import gammaln
+
+    width = max(len(u) for u in us)
+    u = np.full((len(us), width), np.nan)
+    for i, ui in enumerate(us):
+        u[i, :len(ui)] = ui
+    a2, b2, c2 = (np.asarray(x, dtype=np.float64)[:, None] for x in (a, b, center))
+    lbeta = gammaln(a2 + b2) - gammaln(a2) - gammaln(b2)
+
+    def cdf(d: np.ndarray) -> np.ndarray:
+        return (_scipy_betainc(a2, b2, np.clip(c2 + d, 0.0, 1.0))
+                - _scipy_betainc(a2, b2, np.clip(c2 - d, 0.0, 1.0)))
+
+    def pdf(d: np.ndarray) -> np.ndarray:
+        out = np.zeros_like(d)
+        for x in (c2 + d, c2 - d):
+            inside = (x > 0) & (x < 1)
+            xc = np.clip(x, 1e-300, 1.0 - 1e-16)
+            out += np.where(inside, np.exp(lbeta + (a2 - 1.0) * np.log(xc)
+                                           + (b2 - 1.0) * np.log1p(-xc)), 0.0)
+        return out
+
+    dmax = np.maximum(np.abs(c2), np.abs(1.0 - c2))
+    dg = np.linspace(0.0, 1.0, grid + 1)[None, :] * dmax
+    fg = np.maximum.accumulate(cdf(dg), axis=1)
+    filled = np.where(np.isnan(u), 0.0, u)
+    hi = np.stack([np.searchsorted(fg[i], filled[i], side="left") for i in range(len(us))])
+    hi = np.clip(hi, 1, grid)
+    lo = hi - 1
+    flo, fhi = np.take_along_axis(fg, lo, 1), np.take_along_axis(fg, hi, 1)
+    dlo, dhi = np.take_along_axis(dg, lo, 1), np.take_along_axis(dg, hi, 1)
+    span = fhi - flo
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(span > 0, (filled - flo) / span, 0.5)
+    d = dlo + np.clip(frac, 0.0, 1.0) * (dhi - dlo)
+    for _ in range(4):  # Newton, kept inside the bracket
+        f = cdf(d) - filled
+        fp = pdf(d)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            step = np.where(fp > 0, f / fp, 0.0)
+        d = np.clip(d - step, dlo, dhi)
+    return [d[i, :len(ui)] for i, ui in enumerate(us)]

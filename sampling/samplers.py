@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from sampling.betadist import best_distances
+from sampling.betadist import distance_quantiles_many, smallest_uniforms
 from sampling.quota import domain_quotas
 from sampling.store import PRIOR_GROUP_MIN, SampleStats, beta_informative
 
@@ -375,6 +375,7 @@ class ThompsonSampler(Sampler):
         picks: list[np.ndarray] = []
         pick_scores: list[np.ndarray] = []
         loose: list[np.ndarray] = []  # never-seen rows of groups too depleted to shortcut
+        draws: list[tuple[float, float, int, int, float]] = []  # (a, b, m, k, center) per group
         for gi, (dcode, grows) in enumerate(pg.groups):
             if dom_code is not None and dcode != dom_code:
                 continue
@@ -392,12 +393,13 @@ class ThompsonSampler(Sampler):
                 one = (beta_informative(np.array([a]), np.array([b]), g) if self.predictive
                        else _informative(np.array([mean]), g))
                 sc = np.full(k, float(one[0])) + 1e-9 * self.rng.random(k)
+                pick_scores.append(sc)
             else:
                 # tempered draw p' = mean + T (p - mean): |p' - 1/2| = T |p - c|
-                c = 0.5 - (1.0 - temp) * (mean - 0.5) / temp
-                sc = _informative(0.5 + temp * best_distances(a, b, m, k, self.rng, center=c), g)
+                draws.append((a, b, m, k, 0.5 - (1.0 - temp) * (mean - 0.5) / temp))
             picks.append(pick)
-            pick_scores.append(sc)
+        if draws:  # each group's k smallest uniforms; their quantiles come below
+            us = [smallest_uniforms(int(d[2]), int(d[3]), self.rng) for d in draws]
         if not picks:
             return (np.arange(len(st)) if rows is None else rows), self._scores(rows, step)
         seen, small = st.seen_rows(), pg.small_rows
@@ -405,8 +407,35 @@ class ThompsonSampler(Sampler):
             seen = seen[st.domain_codes[seen] == dom_code]
             small = small[st.domain_codes[small] == dom_code]
         base = np.concatenate([seen, small, *loose])
+        base_sc = self._scores(base, step)
+        if draws:
+            pick_scores = self._group_scores(draws, us, base_sc, q)
+            picks = [pk[:len(sc)] for pk, sc in zip(picks, pick_scores, strict=True)]
         cand = np.concatenate([base, *picks])
-        return cand, np.concatenate([self._scores(base, step), *pick_scores])
+        return cand, np.concatenate([base_sc, *pick_scores])
+
+    def _group_scores(self, draws: list[tuple[float, float, int, int, float]],
+                      us: list[np.ndarray], base_sc: np.ndarray, q: int) -> list[np.ndarray]:
+        """Scores of each shared-prior group's best draws, only as deep as the batch can reach.
+
+        A group's draws come best first, so once its last computed score is
+        below the q-th best score in hand, none of its later draws can make the
+        batch: their quantiles are never computed. Exact: the same values the
+        full computation gives for every draw that can be chosen.
+        """
+        g, temp = self.group_size, self.temperature
+        a, b, _, _, c = (np.array(x) for x in zip(*draws, strict=True))
+        k1 = min(max(len(u) for u in us), 32 + 2 * q // len(us))
+        scores = [_informative(0.5 + temp * d, g)
+                  for d in distance_quantiles_many(a, b, [u[:k1] for u in us], c)]
+        pool = np.concatenate([base_sc, *scores])
+        tau = np.partition(pool, len(pool) - q)[len(pool) - q] if len(pool) > q else -np.inf
+        more = [i for i, u in enumerate(us) if len(u) > k1 and scores[i][-1] >= tau]
+        if more:
+            rest = distance_quantiles_many(a[more], b[more], [us[i][k1:] for i in more], c[more])
+            for i, d in zip(more, rest, strict=True):
+                scores[i] = np.concatenate([scores[i], _informative(0.5 + temp * d, g)])
+        return scores
 
     def _random_fresh(self, grows: np.ndarray, m: int, k: int) -> np.ndarray:
         """k never-seen rows of a group, uniformly at random, in O(k) while most are fresh."""
