@@ -10,7 +10,7 @@
     stats = SampleStats.load(path); sampler.stats = stats; sampler.load_state_dict(state)
     stats.restore(path)                              # or in place, for a store others hold
 
-Imports numpy and pyarrow only (torch only inside `TorchBatchSampler`).
+Imports numpy, scipy and pyarrow only (torch only inside `TorchBatchSampler`).
 
 >>> import pyarrow as pa
 >>> stats = SampleStats.from_samples(pa.table({"id": ["a", "b", "c"], "difficulty": [0.1, 0.5, None]}))
