@@ -28,7 +28,7 @@ error) every `--eval-every` steps, and the rollouts it takes to reach uniform's
 final pass@1 on the seed-averaged curve (linear interpolation), as a ratio to
 uniform's. Non-uniform arms may run `--extra` times uniform's steps so that
 they can reach it at all; the ratio is read where they cross. Rollout counts
-are checked against a DuckDB count over each run's log.
+are checked against the `rollout_cost` named query over each run's log.
 
     .venv/bin/python bench/sampler_live.py                 # ~60 min on 2 idle cores
     .venv/bin/python bench/sampler_live.py --seeds 1 --steps 10 --regimes one_pass  # smoke
@@ -99,7 +99,6 @@ def cold_start(work: Path, args) -> tuple[Path, Path, Path, Path]:
 
 def run_arm(job: dict[str, Any]) -> dict[str, Any]:
     """One GRPO run (regime, arm, seed) with held-out evals along the way."""
-    import duckdb
     import pyarrow.parquet as pq
     import torch
     import transformers
@@ -107,6 +106,7 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    from pipelines.query import connect, run_named
     from trainer import GRPOConfig, GRPOTrainer
     from trainer.evaluation import pass_at_1
     from trainer.modeling import load_pretrained
@@ -138,12 +138,9 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
             acc, se = pass_at_1(tr.model, tok, held, k=job["k"], max_new_tokens=10,
                                 seed=job["seed"])
             curve.append({"step": tr.step, "rollouts": rollouts, "pass1": acc, "se": se})
-    logged = duckdb.sql(f"""
-        SELECT count(*) AS rollouts, count(DISTINCT (step, "group")) AS groups,
-               count(DISTINCT (step, "group")) FILTER (WHERE informative) AS informative
-        FROM (SELECT step, "group", max(reward) OVER w > min(reward) OVER w AS informative
-              FROM read_parquet('{run}/rollouts/*.parquet')
-              WINDOW w AS (PARTITION BY step, "group"))""").fetchall()[0]
+    lake = connect(run)
+    cost = run_named(lake, "rollout_cost").pl().row(0, named=True)
+    logged = (cost["rollouts"], cost["groups"], cost["informative_groups"])
     return {
         "regime": job["regime"], "arm": job["arm"], "seed": job["seed"], "steps": tr.step,
         "rollouts": rollouts, "groups": groups, "informative_groups": informative,
@@ -152,8 +149,8 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
         "log_check": {"rollouts": logged[0], "groups": logged[1], "informative": logged[2],
                       "matches": logged == (rollouts, groups, informative)},
         "curve": curve, "held_out_final": curve[-1]["pass1"], "held_out_final_se": curve[-1]["se"],
-        "distinct_prompts": len({r for r in duckdb.sql(
-            f"SELECT DISTINCT sample_id FROM read_parquet('{run}/rollouts/*.parquet')").fetchall()}),
+        "distinct_prompts": lake.con.sql("SELECT count(DISTINCT sample_id) FROM rollouts")
+                                    .fetchall()[0][0],
         "seconds": time.perf_counter() - t0,
     }
 

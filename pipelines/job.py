@@ -428,7 +428,7 @@ def sampler_value(run_dir: str | os.PathLike) -> dict[str, Any]:
     """What the sampler bought, read from the run's logs with DuckDB.
 
     `informative_ratio`: share of the run's groups whose rewards were not all
-    equal. `uniform_expected`: what a uniform draw would have given, estimated
+    equal (named query `rollout_cost`). `uniform_expected`: what a uniform draw would have given, estimated
     as the mean `score` (the store's posterior chance of an informative group)
     over every prompt of each statistics snapshot, averaged over snapshots.
     `calibration_ece`: expected calibration error of the sampler's `p_estimate`
@@ -438,9 +438,8 @@ def sampler_value(run_dir: str | os.PathLike) -> dict[str, Any]:
     from pipelines.query import connect, run_named
 
     lake = connect(run_dir)
-    inf = lake.con.sql(
-        'SELECT avg(CAST(i AS DOUBLE)) FROM (SELECT max(reward) > min(reward) AS i FROM rollouts '
-        'GROUP BY run_id, step, "group")').fetchall()[0][0]
+    cost = run_named(lake, "rollout_cost").pl()
+    inf = float(cost["informative_ratio"][0]) if cost.height else None
     uni = lake.con.sql("SELECT avg(s) FROM (SELECT avg(score) AS s FROM stats "
                        "GROUP BY snapshot_step)").fetchall()[0][0]
     cal = run_named(lake, "calibration").fetchall()

@@ -32,6 +32,7 @@ import polars as pl
 
 from pipelines.query import Lake, run_named
 from pipelines.svgplot import bar_chart, line_chart
+from sampling.calibration import expected_calibration_error
 
 HIST_EDGES = [i / 10 for i in range(11)]
 
@@ -117,15 +118,17 @@ def run_figures(lake: Lake) -> dict[str, Any]:
         "difficulty_bins": dict(zip(bins["bin"].to_list(), bins["len"].to_list(), strict=True)),
         "selection": {"selected": _hist(sel["p_est"].to_numpy()) if sel.height else [],
                       "population": _hist(population), "calibration": calib,
+                      "ece": _ece(sel),
                       "samplers": sorted(x for x in sel["sampler"].unique().to_list() if x) if sel.height else []},
     }
 
 
-def calibration_error(cal: pl.DataFrame | None) -> float | None:
-    """Expected calibration error of a calibration table (bins with groups, predicted, observed)."""
-    if cal is None or not cal.height:
+def _ece(sel: pl.DataFrame) -> float | None:
+    """Expected calibration error of the groups' p_estimate against their accuracy."""
+    known = sel.drop_nulls(["p_est", "acc"])
+    if not known.height:
         return None
-    return float(((cal["observed"] - cal["predicted"]).abs() * cal["groups"]).sum() / cal["groups"].sum())
+    return expected_calibration_error(known["p_est"].to_numpy(), known["acc"].to_numpy())
 
 
 def _mean(s: pl.Series) -> float:
@@ -193,8 +196,7 @@ def plots(figs: dict[str, Any]) -> list[tuple[str, str, str]]:
                                        ("all prompts", _normalise(sel["population"]))] if sel["selected"] else [],
                           title="Selection vs posterior mean", xlabel="posterior mean pass rate",
                           ylabel="share")))
-    cal = sel["calibration"]
-    ece = calibration_error(cal)
+    cal, ece = sel["calibration"], sel["ece"]
     out.append(("Posterior calibration", "Observed group accuracy against the posterior mean the sampler "
                 "saw when it picked the group (dashed: perfect calibration)"
                 + (f"; expected calibration error {ece:.3f} (10 bins, weighted by groups)."

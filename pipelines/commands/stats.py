@@ -86,12 +86,9 @@ def run(args: argparse.Namespace) -> int:
     bins = figs["difficulty_bins"]
     con.print("prompts by pass rate over all rollouts: " +
               ", ".join(f"{b} {bins.get(b, 0)}" for b in ("never", "hard", "medium", "easy", "always")))
-    cal = figs["selection"]["calibration"]
-    if cal is not None and cal.height:
-        from pipelines.report import calibration_error
-
+    if figs["selection"]["ece"] is not None:
         con.print(f"sampler ({', '.join(figs['selection']['samplers'])}): expected calibration error "
-                  f"of its posterior means = {calibration_error(cal):.3f} (10 bins, weighted by groups)")
+                  f"of its posterior means = {figs['selection']['ece']:.3f} (10 bins, weighted by groups)")
     if figs["stuck"].height:
         con.print(f"[yellow]{figs['stuck'].height} stuck prompt(s)[/yellow] (sampled in 2+ steps, never solved): "
                   "thresher query RUN --named stuck_prompts")
