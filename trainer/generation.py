@@ -31,6 +31,12 @@ class Generation:
     def prompt_lengths(self) -> list[int]:
         return self.prompt_mask.sum(dim=1).tolist()
 
+    def select(self, idx: Sequence[int]) -> Generation:
+        """The rows `idx`, in that order."""
+        ix = torch.as_tensor(list(idx), dtype=torch.long)
+        return Generation(self.prompt_ids[ix], self.prompt_mask[ix], self.response_ids[ix],
+                          self.response_mask[ix], [self.texts[i] for i in ix.tolist()])
+
 
 def encode_prompts(tokenizer, prompts: Sequence[str], device: torch.device):
     enc = tokenizer(list(prompts), padding=True, return_tensors="pt", add_special_tokens=False)

@@ -38,7 +38,6 @@ from curate.rollout_log import RolloutWriter
 from trainer import checkpoint as ckpt
 from trainer.config import GRPOConfig
 from trainer.generation import (
-    Generation,
     concat_generations,
     generate_groups,
     response_logprobs,
@@ -102,10 +101,7 @@ def _kept_rows(rounds: list[_Round], g: int, pad_id: int):
     for r in rounds:
         idx = torch.nonzero(r.keep.repeat_interleave(g)).flatten()
         if idx.numel():
-            gen = r.gen
-            parts.append(gen.select(idx.tolist()) if isinstance(gen, VisionGeneration) else
-                         Generation(gen.prompt_ids[idx], gen.prompt_mask[idx], gen.response_ids[idx],
-                                    gen.response_mask[idx], [gen.texts[i] for i in idx.tolist()]))
+            parts.append(r.gen.select(idx.tolist()))
             advs.append(r.adv[idx])
     if not parts:
         return rounds[0].gen, torch.zeros(0)

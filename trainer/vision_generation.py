@@ -54,10 +54,10 @@ class VisionGeneration(Generation):
 
     def select(self, idx: Sequence[int]) -> VisionGeneration:
         """The rows `idx` (images re-indexed to the ones those rows use)."""
-        ix = torch.as_tensor(list(idx), dtype=torch.long)
-        return VisionGeneration(self.prompt_ids[ix], self.prompt_mask[ix], self.response_ids[ix],
-                                self.response_mask[ix], [self.texts[i] for i in ix.tolist()],
-                                self.images.select_rows(ix.tolist()).used())
+        rows = super().select(idx)
+        return VisionGeneration(rows.prompt_ids, rows.prompt_mask, rows.response_ids,
+                                rows.response_mask, rows.texts,
+                                self.images.select_rows(list(idx)).used())
 
 
 def _block(logits: torch.Tensor, blocked_ids: Sequence[int]) -> torch.Tensor:
