@@ -22,8 +22,6 @@ drawing all m and keeping the best k, up to floating-point error.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import betainc as _betainc
-from scipy.special import gammaln
 
 
 def betainc(a: float, b: float, x: np.ndarray) -> np.ndarray:
@@ -32,7 +30,11 @@ def betainc(a: float, b: float, x: np.ndarray) -> np.ndarray:
     >>> round(float(betainc(2.0, 3.0, np.array([0.5]))[0]), 10)   # 11/16
     0.6875
     """
-    return _betainc(a, b, np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0))
+    from scipy.special import (
+        betainc as incomplete_beta,  # imported on first use: scipy is slow to load
+    )
+
+    return incomplete_beta(a, b, np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0))
 
 
 def smallest_uniforms(m: int, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -77,6 +79,8 @@ def distance_quantiles_many(a: np.ndarray, b: np.ndarray, us: list[np.ndarray],
     """
     if not us:
         return []
+    from scipy.special import gammaln
+
     width = max(len(u) for u in us)
     u = np.zeros((len(us), width))
     for i, ui in enumerate(us):
