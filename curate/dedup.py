@@ -24,8 +24,6 @@ from contextlib import contextmanager
 
 import numpy as np
 import polars as pl
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from curate.answers import normalize_answer
 from curate.minhash import EMPTY, minhash_signatures, odd_keys
@@ -256,6 +254,11 @@ def _agreement(sig: np.ndarray, left: np.ndarray, right: np.ndarray, chunk: int 
 
 
 def _components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    # scipy.sparse loads in a quarter second: only when a run gets here, so a spec
+    # error is reported without it
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     graph = coo_matrix((np.ones(len(left), dtype=np.int8), (left, right)), shape=(n, n))
     return connected_components(graph, directed=False)[1]
 
