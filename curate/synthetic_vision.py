@@ -27,6 +27,14 @@ bar wins by one cell instead of two, the majority by one or two cells instead
 of four or more, distractor cells come in three colours instead of one, and
 the ``cell`` grid uses four colours instead of two.
 
+A fallible teacher for the cold start, as in `curate.synthetic`:
+``solution_noise = q`` makes a share q of the ``solution`` column (the SFT
+target; ``answer`` stays right) wrong. ``noise_style = "systematic"`` spends
+it on one misconception per domain (`teacher_bug`: counts the bars' columns
+from the right, names the colour the question names first, misses one
+cell, swaps row and column), applied to the problems it touches;
+``"random"`` puts a wrong answer from the domain's answer space on random rows.
+
 The image is required. `text_only_prior` measures the best an image-blind
 answerer can do (the most frequent answer for each prompt text, fitted on the
 very rows it is scored on, so an upper bound). Measured on the suite of
@@ -64,7 +72,7 @@ import pyarrow as pa
 
 from curate.io import write_bytes_atomic
 from curate.schema import SAMPLE_SCHEMA, sample_ids
-from curate.synthetic import boxed
+from curate.synthetic import NOISE_STYLES, boxed
 
 VISION_DOMAINS: tuple[str, ...] = ("bars", "majority", "vcount", "cell")
 MAX_LEVEL = 4
@@ -185,6 +193,66 @@ _TASK = {"bars": "grounding", "majority": "choice", "vcount": "count", "cell": "
 _ANSWER_TYPE = {"bars": "numeric", "majority": "text", "vcount": "numeric", "cell": "text"}
 
 
+def teacher_bug(domain: str, prompt: str, grid: np.ndarray) -> str:
+    """The systematic teacher's answer (right where its misconception does not matter).
+
+    bars: counts the columns from the right; majority: names the colour the
+    question names first; vcount: misses one cell; cell: reads (row, column)
+    as (column, row).
+
+    >>> g = np.array([[0, 0, 0, 0], [1, 0, 0, 0], [1, 2, 0, 0], [1, 2, 3, 0]])
+    >>> teacher_bug("bars", "bar:tallest=", g), teacher_bug("majority", "maj:green,red=", g)
+    ('4', 'green')
+    >>> teacher_bug("vcount", "num:red=", g), teacher_bug("cell", "at:4,1=", g)
+    ('2', 'black')
+    """
+    if domain == "bars":
+        return str(grid.shape[1] - int(np.argmax((grid != 0).sum(axis=0))))
+    if domain == "majority":
+        return prompt.split(":", 1)[1].split(",", 1)[0]
+    if domain == "vcount":
+        k = int((grid == COLOURS.index(prompt[4:-1])).sum())
+        return str(max(0, k - 1))
+    if domain == "cell":
+        r, c = (int(v) for v in prompt[3:-1].split(","))
+        return COLOURS[int(grid[c - 1, r - 1])]
+    raise ValueError(f"unknown visual domain {domain!r}; expected one of {VISION_DOMAINS}")
+
+
+def _random_wrong(domain: str, answer: str, grid: np.ndarray, rng: np.random.Generator) -> str:
+    """A wrong answer from the domain's answer space (the "random" teacher)."""
+    if domain == "bars":
+        options = [str(c) for c in range(1, grid.shape[1] + 1) if str(c) != answer]
+    elif domain == "vcount":
+        options = [str(int(answer) + d) for d in (-1, 1) if int(answer) + d >= 0]
+    else:  # majority, cell: another colour
+        options = [c for c in COLOURS[1:] if c != answer]
+    return options[int(rng.integers(0, len(options)))]
+
+
+def _noisy_solutions(domain: str, prompts: list[str], answers: list[str], grids: list[np.ndarray],
+                     solution_noise: float, noise_style: str, rng: np.random.Generator
+                     ) -> tuple[list[str], list[bool]]:
+    """Cold-start targets with a share `solution_noise` wrong (`curate.synthetic`'s rule:
+    the systematic teacher spends its errors first on the problems its
+    misconception touches, the rest of the budget on random wrong answers)."""
+    n = len(prompts)
+    if noise_style == "systematic":
+        bugged = [teacher_bug(domain, p, g) for p, g in zip(prompts, grids, strict=True)]
+        touched = np.array([b != a for b, a in zip(bugged, answers, strict=True)], dtype=bool)
+    else:
+        bugged, touched = [None] * n, np.zeros(n, dtype=bool)
+    share = touched.mean() if n else 0.0
+    p_bug = min(1.0, solution_noise / share) if share > 0 else 0.0
+    p_rest = max(0.0, solution_noise - share) / (1 - share) if share < 1 else 0.0
+    u = rng.random(n)
+    noisy = np.where(touched, u < p_bug, u < p_rest)
+    out = []
+    for a, g, z, t, b in zip(answers, grids, noisy.tolist(), touched.tolist(), bugged, strict=True):
+        out.append(a if not z else (b if t else _random_wrong(domain, a, g, rng)))
+    return [boxed(a) for a in out], noisy.tolist()
+
+
 def png_bytes(pixels: np.ndarray) -> bytes:
     """PNG encoding of (h, w, 3) uint8 pixels (fixed settings: same pixels, same bytes).
 
@@ -225,17 +293,22 @@ def write_images(pixels: Sequence[np.ndarray], image_dir: str | os.PathLike) -> 
 
 def generate_vision(
     domain: str, n: int, image_dir: str | os.PathLike, seed: int = 0, level: int | None = None,
-    max_level: int = MAX_LEVEL,
+    max_level: int = MAX_LEVEL, solution_noise: float = 0.0, noise_style: str = "random",
 ) -> pa.Table:
     """`n` problems of one visual domain as a Sample-schema table, images under `image_dir`.
 
     `level` fixes the difficulty knob (1 = easiest); by default levels are
     drawn uniformly from 1..max_level. Seeded: the same arguments give the
     same rows and the same image files. The id covers the image's sha256, so
-    rows with the same prompt text stay distinct.
+    rows with the same prompt text stay distinct. `solution_noise` and
+    `noise_style` make the cold-start `solution` of some rows wrong (a
+    fallible teacher, `teacher_bug`); `meta.noisy` marks them. The rows and
+    images do not depend on the noise.
     """
     if domain not in _BUILDERS:
         raise ValueError(f"unknown visual domain {domain!r}; expected one of {VISION_DOMAINS}")
+    if noise_style not in NOISE_STYLES:
+        raise ValueError(f"unknown noise_style {noise_style!r}; expected one of {NOISE_STYLES}")
     for name, v in (("level", level), ("max_level", max_level)):
         if v is not None and not 1 <= v <= MAX_LEVEL:
             raise ValueError(f"{name} must be in 1..{MAX_LEVEL}, got {v}")
@@ -244,9 +317,14 @@ def generate_vision(
     lv = np.full(n, level, np.int64) if level is not None else rng.integers(1, max_level + 1, n)
     prompts, answers, grids = _BUILDERS[domain](rng, n, lv)
     refs = write_images([render(g) for g in grids], image_dir)
+    solutions, noisy = [boxed(a) for a in answers], [False] * n
+    if solution_noise > 0:
+        noise_rng = np.random.default_rng([seed, 100 + VISION_DOMAINS.index(domain), 7])
+        solutions, noisy = _noisy_solutions(domain, prompts, answers, grids, solution_noise,
+                                            noise_style, noise_rng)
     metas = [json.dumps({"level": int(v), "grid": int(g.shape[0]),
-                         "generator": "curate.synthetic_vision"})
-             for v, g in zip(lv.tolist(), grids, strict=True)]
+                         "generator": "curate.synthetic_vision", "noisy": bool(z)})
+             for v, g, z in zip(lv.tolist(), grids, noisy, strict=True)]
     return pa.table(
         {
             "id": sample_ids(prompts, answers, [[r["sha256"]] for r in refs]),
@@ -257,7 +335,7 @@ def generate_vision(
             "images": pa.array([[r] for r in refs], SAMPLE_SCHEMA.field("images").type),
             "answer": answers,
             "answer_type": [_ANSWER_TYPE[domain]] * n,
-            "solution": [boxed(a) for a in answers],
+            "solution": solutions,
             "difficulty": pa.nulls(n, pa.float64()),
             "n_rollouts": pa.array([0] * n, pa.int64()),
             "meta": metas,
@@ -269,10 +347,12 @@ def generate_vision(
 def make_vision_suite(
     n: int, image_dir: str | os.PathLike, domains: Sequence[str] = VISION_DOMAINS,
     weights: Sequence[float] | None = None, seed: int = 0, max_level: int = MAX_LEVEL,
+    solution_noise: float = 0.0, noise_style: str = "random",
 ) -> pa.Table:
     """`n` visual problems split across `domains` by `weights` (default: equal), de-duplicated."""
     counts = _counts(n, domains, weights)
-    parts = [generate_vision(d, k, image_dir, seed=seed, max_level=max_level)
+    parts = [generate_vision(d, k, image_dir, seed=seed, max_level=max_level,
+                             solution_noise=solution_noise, noise_style=noise_style)
              for d, k in zip(domains, counts.tolist(), strict=True) if k > 0]
     table = pa.concat_tables(parts)
     _, first = np.unique(np.asarray(table.column("id").to_pylist()), return_index=True)
@@ -283,19 +363,22 @@ def make_vision_splits(
     n_train: int, n_eval: int, image_dir: str | os.PathLike,
     domains: Sequence[str] = VISION_DOMAINS, weights: Sequence[float] | None = None,
     seed: int = 0, max_level: int = MAX_LEVEL, shuffle: bool = False,
+    solution_noise: float = 0.0, noise_style: str = "random",
 ) -> tuple[pa.Table, pa.Table]:
     """Train and held-out splits of visual problems with disjoint ids, like `make_splits`.
 
     The held-out split (`n_eval` rows, an equal mix) comes from another seed
     stream; a train row whose id (prompt, image sha256, answer) is also held
     out is removed. Both splits write their images under `image_dir`. Train
-    rows are grouped by domain unless `shuffle` (seeded).
+    rows are grouped by domain unless `shuffle` (seeded). `solution_noise` /
+    `noise_style` apply to the train split's solutions only.
     """
     held_out = make_vision_suite(n_eval + n_eval // 2 + len(domains), image_dir, domains,
                                  seed=seed + 1_000_003, max_level=max_level)
     held_out = _take_per_domain(held_out, n_eval, domains, None)
     train = make_vision_suite(n_train + n_train // 2 + len(domains), image_dir, domains, weights,
-                              seed=seed, max_level=max_level)
+                              seed=seed, max_level=max_level, solution_noise=solution_noise,
+                              noise_style=noise_style)
     held = set(held_out.column("id").to_pylist())
     train = train.filter(pa.array([i not in held for i in train.column("id").to_pylist()]))
     train = _take_per_domain(train, n_train, domains, weights)

@@ -3,7 +3,11 @@
 `thresher run CONFIG`: generate the synthetic suite -> curate the RL and
 cold-start sets (exact dedup + decontamination against the held-out split)
 -> cold-start SFT -> held-out eval -> GRPO with the configured sampler ->
-held-out eval -> manifest. Every stage writes into the run directory (layout
+held-out eval -> manifest. With `[data] suite = "vision"` the suite is the
+visual one (curate.synthetic_vision: image questions), the model a tiny
+Qwen2-VL, curation checks the images and de-duplicates by text + image, and
+every evaluation is repeated with each image blanked (the control that says
+how much of the accuracy needs the image; manifest `eval.blank_image`). Every stage writes into the run directory (layout
 in ../shared/layout) and is skipped on a re-run when its output exists, so a
 killed job resumes where it stopped (GRPO from its newest checkpoint).
 
@@ -68,10 +72,13 @@ class RunSection(Config):
 
 
 class SyntheticData(Config):
-    """`[data]` of `thresher run`: the synthetic suite (curate.synthetic).
+    """`[data]` of `thresher run`: the synthetic suite (curate.synthetic or curate.synthetic_vision).
 
     Parameters:
-        domains: task families (default add, mul, cmp, count, sort).
+        suite: "text" (curate.synthetic) or "vision" (image questions,
+            curate.synthetic_vision; trains a tiny vision-language model) (default "text").
+        domains: task families (default add, mul, cmp, count, sort; for the vision
+            suite: bars, majority, vcount, cell).
         weights: share of each domain (default None: equal).
         max_level: difficulty knob, digits / lengths, 1-4 (default 2).
         n_rl: RL pool size before curation (default 6000).
@@ -83,6 +90,7 @@ class SyntheticData(Config):
             (default "random").
     """
 
+    suite: Literal["text", "vision"] = "text"
     domains: list[str] = Field(default_factory=lambda: ["add", "mul", "cmp", "count", "sort"])
     weights: list[float] | None = None
     max_level: int = Field(default=2, ge=1, le=4)
@@ -94,6 +102,24 @@ class SyntheticData(Config):
     # how the teacher is wrong: near misses on random rows, or one misconception per
     # domain applied consistently (curate.synthetic.teacher_bug)
     noise_style: Literal["random", "systematic"] = "random"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _suite_domains(cls, data: Any) -> Any:
+        """The vision suite's own default domains; every domain checked against its suite."""
+        if not isinstance(data, dict):
+            return data
+        if data.get("suite") == "vision":
+            from curate.synthetic_vision import VISION_DOMAINS as known
+
+            data = {"domains": list(known), **data}
+        else:
+            from curate.synthetic import DOMAINS as known
+        bad = [d for d in data.get("domains", []) if d not in known]
+        if bad:
+            raise ValueError(f"unknown domain(s) {bad} for suite {data.get('suite', 'text')!r}; "
+                             f"expected some of {list(known)}")
+        return data
 
 
 class FileData(Config):
@@ -111,7 +137,8 @@ class FileData(Config):
 
 
 class ModelSection(Config):
-    """`[model]`: a local pretrained model (`path`) or a tiny Qwen2 built from this shape.
+    """`[model]`: a local pretrained model (`path`) or a tiny Qwen2 built from this shape
+    (a tiny Qwen2-VL with the vision suite, its tower shaped by the `vision_*` keys).
 
     Parameters:
         path: a local model folder (default None: build the tiny model below).
@@ -120,6 +147,11 @@ class ModelSection(Config):
         num_heads: default 4.
         intermediate_size: default 512.
         max_positions: default 64.
+        vision_dim: width of the vision tower (vision suite only; default 32).
+        vision_depth: blocks of the vision tower (vision suite only; default 1).
+        vision_heads: attention heads of the vision tower (vision suite only; default 2).
+        patch_size: pixels per patch side; a 32x32 image with 4 is 8x8 patches, 16
+            tokens after the 2x2 merge (vision suite only; default 4).
     """
 
     path: str | None = None
@@ -128,6 +160,10 @@ class ModelSection(Config):
     num_heads: int = Field(default=4, ge=1)
     intermediate_size: int = Field(default=512, ge=8)
     max_positions: int = Field(default=64, ge=16)
+    vision_dim: int = Field(default=32, ge=4)
+    vision_depth: int = Field(default=1, ge=1)
+    vision_heads: int = Field(default=2, ge=1)
+    patch_size: int = Field(default=4, ge=1)
 
 
 class EvalSection(Config):
@@ -229,8 +265,9 @@ def _console():
     return Console(highlight=False)
 
 
-def build_model(cfg: ModelSection, seed: int, device: str):
-    """(model, tokenizer): a local pretrained model, or a tiny char-level Qwen2."""
+def build_model(cfg: ModelSection, seed: int, device: str, vision: bool = False):
+    """(model, tokenizer): a local pretrained model, or a tiny char-level Qwen2
+    (a tiny Qwen2-VL with `vision`)."""
     from trainer.modeling import (
         TinyModelSpec,
         auto_device,
@@ -242,6 +279,14 @@ def build_model(cfg: ModelSection, seed: int, device: str):
     dev, _ = auto_device(device)
     if cfg.path:
         return load_pretrained(cfg.path, dev)
+    if vision:
+        from trainer.vision import TinyVLMSpec, build_tiny_vlm, vision_tokenizer
+
+        tok = vision_tokenizer()
+        spec = TinyVLMSpec(cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.intermediate_size,
+                           cfg.max_positions, cfg.vision_depth, cfg.vision_dim, cfg.vision_heads,
+                           cfg.patch_size)
+        return build_tiny_vlm(tok, spec, seed=seed).to(dev), tok
     tok = char_tokenizer()
     spec = TinyModelSpec(cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.intermediate_size,
                          cfg.max_positions)
@@ -258,9 +303,17 @@ def build_data(cfg: RunConfig, run_dir: Path, console) -> dict[str, Any]:
     done = data_dir / "manifest.json"
     if done.exists():
         return json.loads(done.read_text())
-    train, held_out = make_splits(d.n_rl + d.n_sft, d.n_eval, d.domains, d.weights,
-                                  seed=cfg.run.seed, max_level=d.max_level,
-                                  solution_noise=d.solution_noise, noise_style=d.noise_style)
+    if d.suite == "vision":  # images written once, named by sha256, under RUN/data/images
+        from curate.synthetic_vision import make_vision_splits
+
+        train, held_out = make_vision_splits(d.n_rl + d.n_sft, d.n_eval, data_dir / "images",
+                                             d.domains, d.weights, seed=cfg.run.seed,
+                                             max_level=d.max_level, solution_noise=d.solution_noise,
+                                             noise_style=d.noise_style)
+    else:
+        train, held_out = make_splits(d.n_rl + d.n_sft, d.n_eval, d.domains, d.weights,
+                                      seed=cfg.run.seed, max_level=d.max_level,
+                                      solution_noise=d.solution_noise, noise_style=d.noise_style)
     # disjoint RL and cold-start pools, each keeping the domain mix (rows are grouped by domain)
     import numpy as np
 
@@ -277,26 +330,43 @@ def build_data(cfg: RunConfig, run_dir: Path, console) -> dict[str, Any]:
                                               "eval": held_out.num_rows}}
     for name in ("rl", "sft"):
         manifest[name] = curate_split(raw / f"{name}.parquet", data_dir / "eval" / "eval.parquet",
-                                      data_dir / name, name)
+                                      data_dir / name, name, images=d.suite == "vision")
     write_json_atomic(manifest, done)
+    how = "image checks + exact dedup by text and image" if d.suite == "vision" else \
+        "exact dedup + decontamination"
     console.print(f"[bold]data[/] rl {manifest['rl']['rows']} rows, sft {manifest['sft']['rows']} rows,"
-                  f" held-out {held_out.num_rows} rows (curated: exact dedup + decontamination)")
+                  f" held-out {held_out.num_rows} rows (curated: {how})")
     return manifest
 
 
-def curate_split(raw: Path, held_out: Path, out_dir: Path, name: str) -> dict[str, Any]:
-    """Run the curation room on one generated split: exact dedup + decontamination."""
+def curate_split(raw: Path, held_out: Path, out_dir: Path, name: str, images: bool = False
+                 ) -> dict[str, Any]:
+    """Run the curation room on one generated split: exact dedup + decontamination
+    (image questions: image checks + exact dedup by text and image sha256)."""
     from pipelines.curation import run_curation
 
-    spec = curation_spec(raw, held_out, name)
+    spec = curation_spec(raw, held_out, name, images)
     manifest = run_curation(spec, out_dir, progress=False)
     rows = sum(pq.read_metadata(p).num_rows for p in out_dir.glob("*.parquet"))
     return {"rows": rows, "rows_in": manifest.get("rows_in"), "dropped": manifest.get("dropped"),
             "manifest": str(out_dir / "manifest.json")}
 
 
-def curation_spec(raw: Path, held_out: Path, name: str) -> dict[str, Any]:
-    """The curation spec `thresher run` uses for its synthetic sets (pipelines/spec.py shape)."""
+def curation_spec(raw: Path, held_out: Path, name: str, images: bool = False) -> dict[str, Any]:
+    """The curation spec `thresher run` uses for its synthetic sets (pipelines/spec.py shape).
+
+    Image questions share a few prompt templates (``bar:tallest=`` for every bar
+    chart), so text n-gram decontamination would match every row against the
+    held-out set: their spec checks the images (`valid_images`) and de-duplicates
+    by text + image sha256; the held-out split is disjoint by (prompt, image,
+    answer) when generated (`make_vision_splits`).
+    """
+    if images:
+        return {
+            "name": f"synthetic-vision-{name}",
+            "sources": [{"path": str(raw), "preset": "sample", "name": "thresher-synthetic-vision"}],
+            "stages": [{"stage": "valid_images"}, {"stage": "dedup_exact"}],
+        }
     return {
         "name": f"synthetic-{name}",
         "sources": [{"path": str(raw), "preset": "sample", "name": "thresher-synthetic"}],
@@ -318,7 +388,7 @@ def run_job(cfg: RunConfig, run_dir: str | os.PathLike | None = None, progress: 
     """The main job; returns the run manifest (also written to RUN/manifest.json)."""
     import torch
 
-    from trainer.evaluation import accuracy, accuracy_by_domain, evaluate
+    from trainer.evaluation import accuracy, accuracy_by_domain, blank_images, evaluate
     from trainer.grpo import GRPOTrainer
     from trainer.modeling import quiet_transformers
     from trainer.sft import cold_start
@@ -348,21 +418,24 @@ def run_job(cfg: RunConfig, run_dir: str | os.PathLike | None = None, progress: 
         n_params = sum(p.numel() for p in model.parameters())
         console.print(f"[bold]model[/] {type(model).__name__}, {n_params / 1e6:.2f}M parameters")
 
-    model, tok, _ = cold_start(lambda: build_model(cfg.model, cfg.run.seed, cfg.run.device),
+    vision = cfg.data.suite == "vision"
+    model, tok, _ = cold_start(lambda: build_model(cfg.model, cfg.run.seed, cfg.run.device, vision),
                                sft_set, sft_cfg, run_dir / "checkpoints" / "sft",
                                progress=progress, on_build=announce)
     timings["sft_s"] = time.perf_counter() - t
 
     ev = cfg.eval
+    # the control: the same held-out questions with every image blanked
+    blank = blank_images(held_out, run_dir / "data" / "images-blank") if vision else None
 
-    def run_eval(m, step: int, phase: str) -> pa.Table:
+    def run_eval(m, step: int, phase: str, samples: pa.Table = held_out) -> pa.Table:
         path = run_dir / "eval" / f"{phase}.parquet"
         if path.exists():
             return pq.read_table(path)
-        parts = [evaluate(m, tok, held_out, ev.max_new_tokens, step=step, phase=phase,
+        parts = [evaluate(m, tok, samples, ev.max_new_tokens, step=step, phase=phase,
                           batch_size=ev.batch_size)]
         if ev.temperature > 0:
-            parts.append(evaluate(m, tok, held_out, ev.max_new_tokens, step=step, phase=phase,
+            parts.append(evaluate(m, tok, samples, ev.max_new_tokens, step=step, phase=phase,
                                   batch_size=ev.batch_size, k=ev.k, temperature=ev.temperature,
                                   seed=cfg.run.seed))
         table = pa.concat_tables(parts)
@@ -384,6 +457,9 @@ def run_job(cfg: RunConfig, run_dir: str | os.PathLike | None = None, progress: 
 
     cold = summary(run_eval(model, 0, "cold_start"))
     console.print(f"[bold]eval[/] cold start: held-out {_fmt_eval(cold)}")
+    if blank is not None:
+        cold_blank = summary(run_eval(model, 0, "cold_start_blank", blank))
+        console.print(f"[bold]eval[/] cold start, images blanked: held-out {_fmt_eval(cold_blank)}")
 
     t = time.perf_counter()
     trainer = GRPOTrainer(model, tok, rl, grpo_cfg, run_dir, run_id=cfg.run.name or run_dir.name,
@@ -393,6 +469,12 @@ def run_job(cfg: RunConfig, run_dir: str | os.PathLike | None = None, progress: 
 
     final = summary(run_eval(trainer.model, trainer.step, "grpo"))
     acc0, acc1 = headline(cold), headline(final)
+    blank_eval: dict[str, Any] = {}
+    if blank is not None:
+        final_blank = summary(run_eval(trainer.model, trainer.step, "grpo_blank", blank))
+        blank_eval = {"blank_image": headline(final_blank), "blank_image_detail": final_blank,
+                      "cold_start_blank_image": headline(cold_blank),
+                      "cold_start_blank_image_detail": cold_blank}
     timings["total_s"] = time.perf_counter() - t_start
     gen_tokens = sum(m.tokens_per_s * m.seconds for m in history)
     gen_secs = sum(m.seconds for m in history)
@@ -402,7 +484,7 @@ def run_job(cfg: RunConfig, run_dir: str | os.PathLike | None = None, progress: 
         "eval": {"metric": "sampled" if ev.temperature > 0 else "greedy",
                  "k": ev.k, "temperature": ev.temperature,
                  "cold_start": acc0, "grpo": acc1, "gain": acc1 - acc0,
-                 "cold_start_detail": cold, "grpo_detail": final},
+                 "cold_start_detail": cold, "grpo_detail": final, **blank_eval},
         "grpo": {"steps": trainer.step, "sampler": grpo_cfg.sampler,
                  "tokens_per_s": gen_tokens / gen_secs if gen_secs else None,
                  "mean_informative_ratio": (sum(m.informative_ratio for m in history) / len(history))
@@ -418,6 +500,8 @@ def run_job(cfg: RunConfig, run_dir: str | os.PathLike | None = None, progress: 
             f"store's estimate over the whole pool at each snapshot): {sv['vs_uniform']:.2f}x. "
             f"Calibration error of its estimates {sv['calibration_ece']:.3f}")
     console.print(f"[bold]eval[/] after GRPO: held-out {_fmt_eval(final)}")
+    if blank_eval:
+        console.print(f"[bold]eval[/] after GRPO, images blanked: held-out {_fmt_eval(final_blank)}")
     console.print(f"[bold]gain[/] {'+' if acc1 >= acc0 else ''}{100 * (acc1 - acc0):.1f} points "
                   f"of held-out pass@1 over the cold start")
     _print_footer(console, run_dir, timings["total_s"])

@@ -1,9 +1,18 @@
-"""Held-out evaluation: greedy decoding, verifiable correctness, one row per problem."""
+"""Held-out evaluation: greedy decoding, verifiable correctness, one row per problem.
+
+Image prompts (a vision-language model and a `samples` table with `images`)
+take the same path through `trainer.vision_generation`; `blank_images` gives
+the control set where every image is replaced by a black one of the same size,
+so an evaluation can say how much of its accuracy needs the image.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
+from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import torch
 
@@ -42,27 +51,103 @@ def evaluate(model, tokenizer, samples: pa.Table, max_new_tokens: int = 16, step
     """
     greedy = temperature <= 0
     k = 1 if greedy else k
-    if not greedy:
-        samples = samples.take([i for i in range(samples.num_rows) for _ in range(k)])
-        torch.manual_seed(seed)
-    prompts = samples.column("prompt").to_pylist()
     device = next(model.parameters()).device
     ctx = (torch.autocast("cuda", dtype=torch.bfloat16)
            if device.type == "cuda" and torch.cuda.is_bf16_supported() else contextlib.nullcontext())
-    with ctx:
-        gen = generate(model, tokenizer, prompts, max_new_tokens, do_sample=not greedy,
-                       temperature=temperature if not greedy else 1.0, batch_size=batch_size)
+    from trainer.vision import is_vision_model
+
+    if is_vision_model(model):
+        torch.manual_seed(seed)
+        with ctx:
+            texts = _vision_texts(model, tokenizer, samples, k, max_new_tokens, greedy,
+                                  temperature, batch_size)
+        samples = samples.take([i for i in range(samples.num_rows) for _ in range(k)])
+    else:
+        if not greedy:
+            samples = samples.take([i for i in range(samples.num_rows) for _ in range(k)])
+            torch.manual_seed(seed)
+        with ctx:
+            texts = generate(model, tokenizer, samples.column("prompt").to_pylist(), max_new_tokens,
+                             do_sample=not greedy, temperature=temperature if not greedy else 1.0,
+                             batch_size=batch_size).texts
+    prompts = samples.column("prompt").to_pylist()
     types = (samples.column("answer_type").to_pylist() if "answer_type" in samples.column_names
              else ["text"] * len(prompts))
-    ok = verifiable_reward(prompts, gen.texts, answer=samples.column("answer").to_pylist(),
+    ok = verifiable_reward(prompts, texts, answer=samples.column("answer").to_pylist(),
                            answer_type=types)
     n = len(prompts)
     return pa.table({
         "step": [step] * n, "phase": [phase] * n, "mode": ["greedy" if greedy else "sampled"] * n,
         "domain": samples.column("domain").to_pylist(), "sample_id": samples.column("id").to_pylist(),
         "sample_idx": [i % k for i in range(n)],
-        "correct": [v >= 0.5 for v in ok], "response": gen.texts,
+        "correct": [v >= 0.5 for v in ok], "response": texts,
     }, schema=EVAL_SCHEMA)
+
+
+@torch.no_grad()
+def _vision_texts(model, tokenizer, samples: pa.Table, k: int, max_new_tokens: int, greedy: bool,
+                  temperature: float, batch_size: int) -> list[str]:
+    """k responses per row (prompt-major) of a vision-language model; images with each prompt.
+
+    Each prompt is prefilled once and its k responses share the cache. A
+    missing or unreadable image is an `ImageError` naming the sample and the
+    path: an evaluation set is scored whole or not at all.
+    """
+    from trainer.vision import VisionInputs
+    from trainer.vision_generation import generate_vision_groups
+
+    tokenizer.padding_side = "left"
+    inputs = VisionInputs(model, tokenizer)
+    prompts = samples.column("prompt").to_pylist()
+    images = samples.column("images").to_pylist() if "images" in samples.column_names \
+        else [None] * len(prompts)
+    ids = samples.column("id").to_pylist() if "id" in samples.column_names else None
+    device = next(model.parameters()).device
+    per_batch = max(1, batch_size // k)
+    texts: list[str] = []
+    for s in range(0, len(prompts), per_batch):
+        batch = inputs.encode(prompts[s:s + per_batch], images[s:s + per_batch],
+                              ids[s:s + per_batch] if ids else None, device)
+        gen = generate_vision_groups(model, inputs, batch, k, max_new_tokens,
+                                     temperature if not greedy else 1.0, do_sample=not greedy)
+        texts += gen.texts
+    return texts
+
+
+def blank_images(samples: pa.Table, image_dir: str | os.PathLike) -> pa.Table:
+    """`samples` with every image replaced by a black image of the same size (the control
+    evaluation: what a model answers when the image carries nothing).
+
+    One PNG per size is written under `image_dir` (named by its sha256); rows
+    without images are unchanged.
+
+    >>> import tempfile
+    >>> from curate.synthetic_vision import make_vision_suite
+    >>> t = make_vision_suite(4, tempfile.mkdtemp(), domains=("bars",), max_level=1)
+    >>> blank = blank_images(t, tempfile.mkdtemp())
+    >>> len({r[0]["sha256"] for r in blank["images"].to_pylist()}), blank["prompt"] == t["prompt"]
+    (1, True)
+    """
+    from PIL import Image
+
+    from curate.synthetic_vision import write_images
+
+    if "images" not in samples.column_names:
+        return samples
+    by_size: dict[tuple[int, int], dict[str, str]] = {}
+    rows = []
+    for refs in samples.column("images").to_pylist():
+        out = []
+        for ref in refs or []:
+            with Image.open(ref["path"]) as im:
+                w, h = im.size
+            if (w, h) not in by_size:
+                by_size[(w, h)] = write_images([np.zeros((h, w, 3), np.uint8)], Path(image_dir))[0]
+            out.append(by_size[(w, h)])
+        rows.append(out)
+    col = samples.schema.get_field_index("images")
+    return samples.set_column(col, samples.schema.field(col),
+                              pa.array(rows, samples.schema.field(col).type))
 
 
 def accuracy(table: pa.Table) -> float:

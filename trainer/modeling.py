@@ -118,7 +118,8 @@ def build_tiny_model(tokenizer, spec: TinyModelSpec | None = None, seed: int = 0
 
 
 def load_pretrained(path: str | os.PathLike, device: torch.device | None = None, dtype=None):
-    """Load a local `AutoModelForCausalLM` + tokenizer (never touches the network).
+    """Load a local `AutoModelForCausalLM` (or, when its config has a vision part, an
+    `AutoModelForImageTextToText`) + tokenizer (never touches the network).
 
     >>> import tempfile
     >>> tok = char_tokenizer()
@@ -146,7 +147,14 @@ def load_pretrained(path: str | os.PathLike, device: torch.device | None = None,
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    if getattr(config, "vision_config", None) is not None:  # a vision-language model (trainer.vision)
+        from transformers import AutoModelForImageTextToText as auto
+    else:
+        auto = AutoModelForCausalLM
+    model = auto.from_pretrained(path, local_files_only=True, dtype=dtype)
     if device is not None:
         model.to(device)
     return model, tokenizer

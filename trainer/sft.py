@@ -6,6 +6,13 @@ Rows are (prompt, response) pairs from curation (the Sample schema's
 response is learned. Batches are right padded (examples sorted into
 length buckets) or packed into rows of `max_length` tokens.
 
+Image prompts: with a vision-language model (`trainer.vision`), a row's
+`images` go in front of its prompt as placeholders, each distinct image of a
+batch goes through the vision tower once, and the loss is still on the
+response only. Text-only rows train in the same batches. Image rows are not
+packed (each would need its own rope index); a prompt longer than
+`max_length` is an error (truncating it would cut an image).
+
 Example (seconds on CPU)::
 
     sft = SFTTrainer(model, tok, table, SFTConfig(epochs=2), out_dir="runs/demo/sft")
@@ -31,6 +38,7 @@ from trainer import checkpoint as ckpt
 from trainer.config import SFTConfig
 from trainer.modeling import auto_device
 from trainer.schedule import make_scheduler
+from trainer.vision import VisionInputs, is_vision_model, vision_logits
 
 IGNORE = -100
 
@@ -121,6 +129,7 @@ class SFTTrainer:
     def __init__(
         self, model, tokenizer, data: pa.Table, config: SFTConfig, out_dir: str | os.PathLike,
         prompt_column: str = "prompt", response_column: str = "solution", progress: bool = False,
+        images_column: str = "images",
     ) -> None:
         for c in (prompt_column, response_column):
             if c not in data.column_names:
@@ -136,8 +145,14 @@ class SFTTrainer:
         self.device, self.dtype = auto_device(config.device)
         self.model = model.to(self.device)
         self.progress = progress
-        self.examples = tokenize_pairs(tokenizer, [prompts[i] for i in keep],
-                                       [responses[i] for i in keep], config.max_length)
+        prompts, responses = [prompts[i] for i in keep], [responses[i] for i in keep]
+        images = data.column(images_column).to_pylist() if images_column in data.column_names \
+            else [None] * data.num_rows
+        self.images: list[list[dict]] = [images[i] or [] for i in keep]
+        self.vision = VisionInputs(model, tokenizer) if is_vision_model(model) else None
+        if any(self.images):
+            prompts = self._image_prompts(prompts, data, keep)
+        self.examples = tokenize_pairs(tokenizer, prompts, responses, config.max_length)
         n_batches = -(-len(self._units()) // config.batch_size)
         per_epoch = max(1, n_batches // config.grad_accum)
         self.total_steps = config.max_steps or max(1, int(round(per_epoch * config.epochs)))
@@ -146,6 +161,26 @@ class SFTTrainer:
         self.scheduler = make_scheduler(self.optimizer, config.lr_schedule, config.warmup_steps,
                                         self.total_steps)
         self.history: list[SFTMetrics] = []
+
+    def _image_prompts(self, prompts: list[str], data: pa.Table, keep: list[int]) -> list[str]:
+        """Prompts with their image placeholders in front (images decoded once, checked)."""
+        ids = data.column("id").to_pylist() if "id" in data.column_names else list(range(data.num_rows))
+        ids = [str(ids[i]) for i in keep]
+        if self.vision is None:
+            row = next(i for i, v in enumerate(self.images) if v)
+            raise ValueError(f"SFT data: row {keep[row]} (id {ids[row]!r}) has images but the model is "
+                             "a text-only LM; train a vision-language model (trainer.vision)")
+        if self.cfg.packing:
+            raise ValueError("SFT packing is for text rows; image rows need one rope index each "
+                             "(set packing = false)")
+        texts = self.vision.prepare(prompts, self.images, ids)[0]
+        lengths = [len(t) for t in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        long = [i for i, n in enumerate(lengths) if n >= self.cfg.max_length]
+        if long:
+            raise ValueError(f"SFT data: {len(long)} image prompts have at least max_length = "
+                             f"{self.cfg.max_length} tokens (first: id {ids[long[0]]!r}, "
+                             f"{lengths[long[0]]} tokens); raise max_length")
+        return texts
 
     def _units(self) -> list:
         if self.cfg.packing:
@@ -166,12 +201,16 @@ class SFTTrainer:
             chunks = [order[s:s + bs] for s in range(0, len(order), bs)]
             rng.shuffle(chunks)
             for c in chunks:
-                yield self._collate([units[i] for i in c])
+                yield self._collate([units[i] for i in c], c)
 
-    def _collate(self, units: list) -> dict[str, torch.Tensor]:
+    def _collate(self, units: list, idx: list[int]) -> dict[str, Any]:
         pad = self.tokenizer.pad_token_id
         if not self.cfg.packing:
-            return pad_batch(units, pad)
+            batch: dict[str, Any] = pad_batch(units, pad)
+            refs = [self.images[i] for i in idx]
+            if any(refs):  # the batch's distinct images, once each (decoded from the cache)
+                batch["images"] = self.vision.prepare([""] * len(idx), refs)[3]
+            return batch
         width = max(len(u["ids"]) for u in units)
         out = {k: torch.full((len(units), width), v, dtype=torch.long)
                for k, v in (("input_ids", pad), ("labels", IGNORE), ("attention_mask", 0),
@@ -209,8 +248,13 @@ class SFTTrainer:
                 for b in micro:
                     b = {k: v.to(self.device) for k, v in b.items()}
                     with self._autocast():
-                        logits = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
-                                            position_ids=b["position_ids"], use_cache=False).logits
+                        if "images" in b:  # right padded: rope positions from the mask
+                            logits = vision_logits(self.model, b["input_ids"], b["attention_mask"],
+                                                   b["images"])
+                        else:
+                            logits = self.model(input_ids=b["input_ids"],
+                                                attention_mask=b["attention_mask"],
+                                                position_ids=b["position_ids"], use_cache=False).logits
                     # token-level mean over the whole accumulated batch
                     loss = torch.nn.functional.cross_entropy(
                         logits[:, :-1].float().reshape(-1, logits.shape[-1]),

@@ -400,16 +400,17 @@ class VisionInputs:
         if tok_ids != [int(cfg.vision_start_token_id), int(cfg.vision_end_token_id), self.image_token_id]:
             raise ValueError("the tokenizer's vision tokens do not match the model config's ids")
 
-    def encode(
+    def prepare(
         self, prompts: Sequence[str], images: Sequence[Sequence[dict] | None],
-        sample_ids: Sequence[str] | None = None, device: torch.device | str | None = None,
-        on_error: str = "raise",
-    ) -> VisionPrompts:
-        """Tokenize `prompts` with each row's images in front; decode the images (cached).
+        sample_ids: Sequence[str | None] | None = None, on_error: str = "raise",
+    ) -> tuple[list[str], list[int], list[ImageError], ImageBatch]:
+        """Decode each row's images (cached) and put their placeholders in front of its prompt.
 
-        `on_error`: "raise" raises the first `ImageError` (naming the sample and
-        the path); "skip" leaves that row out and reports it in `errors`, the
-        other rows are encoded exactly as they would be alone.
+        Returns (texts, rows kept, errors, images): `texts[k]` is row `rows[k]`'s
+        prompt with one placeholder block per image, `images` holds each
+        distinct image once. `on_error`: "raise" raises the first `ImageError`
+        (naming the sample and the path); "skip" leaves that row out and reports
+        it in `errors`. The SFT batches and `encode` both build on it.
         """
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -437,15 +438,29 @@ class VisionInputs:
             texts.append("".join(head) + prompt)
             rows.append(i)
             row_images.append(mine)
+        batch = ImageBatch(
+            torch.cat(pv) if pv else torch.zeros(0, 3 * self.processor.temporal_patch_size
+                                                 * self.processor.patch_size**2),
+            torch.tensor(grids, dtype=torch.long).reshape(-1, 3), row_images, keys)
+        return texts, rows, errors, batch
+
+    def encode(
+        self, prompts: Sequence[str], images: Sequence[Sequence[dict] | None],
+        sample_ids: Sequence[str] | None = None, device: torch.device | str | None = None,
+        on_error: str = "raise",
+    ) -> VisionPrompts:
+        """Tokenize `prompts` with each row's images in front; decode the images (cached).
+
+        `on_error`: "raise" raises the first `ImageError` (naming the sample and
+        the path); "skip" leaves that row out and reports it in `errors`, the
+        other rows are encoded exactly as they would be alone.
+        """
+        texts, rows, errors, batch = self.prepare(prompts, images, sample_ids, on_error)
         if not texts:
             raise errors[0]
         enc = self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
         if self.tokenizer.padding_side != "left":
             raise ValueError("tokenizer.padding_side must be 'left' for generation")
-        batch = ImageBatch(
-            torch.cat(pv) if pv else torch.zeros(0, 3 * self.processor.temporal_patch_size
-                                                 * self.processor.patch_size**2),
-            torch.tensor(grids, dtype=torch.long).reshape(-1, 3), row_images, keys)
         out = VisionPrompts(enc["input_ids"], enc["attention_mask"], batch, rows, errors)
         if device is not None:
             out = VisionPrompts(out.input_ids.to(device), out.attention_mask.to(device),
@@ -519,6 +534,21 @@ def rope_positions(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
             torch.where(is_img, img_start + offset % width, text_pos),
         ])
     return torch.where(mask.unsqueeze(0), pos, torch.zeros_like(pos))
+
+
+def vision_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, images: ImageBatch,
+                  logits_to_keep: int = 0) -> torch.Tensor:
+    """Logits of a plain forward over image prompts (left or right padded): the tower once
+    per distinct image, placeholders filled with its features, multimodal rope positions.
+
+    What SFT trains and what `vision_response_logprobs` scores; `logits_to_keep` > 0
+    keeps only the last positions (as transformers does).
+    """
+    images = images.used().to(input_ids.device)
+    pos = rope_positions(model, input_ids, attention_mask, images)
+    embeds = embed_inputs(model, input_ids, images)
+    return model(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=pos,
+                 logits_to_keep=logits_to_keep, use_cache=False).logits
 
 
 def mm_token_type_ids(model, input_ids: torch.Tensor) -> torch.Tensor:

@@ -43,7 +43,14 @@ from trainer.generation import (
     decode_cached,
     decode_texts,
 )
-from trainer.vision import ImageBatch, VisionInputs, VisionPrompts, embed_inputs, rope_positions
+from trainer.vision import (
+    ImageBatch,
+    VisionInputs,
+    VisionPrompts,
+    embed_inputs,
+    rope_positions,
+    vision_logits,
+)
 
 
 @dataclass
@@ -122,12 +129,8 @@ def vision_response_logprobs(
     """
     input_ids = torch.cat([prompt_ids, response_ids], dim=1)
     attn = torch.cat([prompt_mask, response_mask], dim=1)
-    images = images.used().to(input_ids.device)
-    pos = rope_positions(model, input_ids, attn, images)
-    embeds = embed_inputs(model, input_ids, images)
     r = response_ids.shape[1]
-    logits = model(inputs_embeds=embeds, attention_mask=attn, position_ids=pos,
-                   logits_to_keep=r + 1, use_cache=False).logits[:, :-1, :]
+    logits = vision_logits(model, input_ids, attn, images, logits_to_keep=r + 1)[:, :-1, :]
     logits = _block(logits.float() / temperature, blocked_ids)
     logp = torch.log_softmax(logits, dim=-1)
     return logp.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
