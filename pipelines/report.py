@@ -35,6 +35,7 @@ from pipelines.svgplot import bar_chart, line_chart
 from sampling.calibration import expected_calibration_error
 
 HIST_EDGES = [i / 10 for i in range(11)]
+IMAGE_PROMPTS = 8  # image prompts the report shows beside their pass rates
 
 
 def _q(lake: Lake, sql: str) -> pl.DataFrame:
@@ -111,6 +112,7 @@ def run_figures(lake: Lake) -> dict[str, Any]:
         .when(pl.col("pass_rate") < 0.3).then(pl.lit("hard")).when(pl.col("pass_rate") < 0.7).then(pl.lit("medium"))
         .otherwise(pl.lit("easy")).alias("bin")).len()
     return {
+        "image_prompts": image_prompts(lake),
         "runs": [str(r) for r in lake.runs], "skipped": lake.skipped, "headline": headline,
         "curve": curve, "informative": info, "domains": domains, "length": length, "stuck": stuck,
         "difficulty": {"start": _hist(diff_start), "end": _hist(diff_end), "source": diff_source,
@@ -121,6 +123,39 @@ def run_figures(lake: Lake) -> dict[str, Any]:
                       "ece": _ece(sel),
                       "samplers": sorted(x for x in sel["sampler"].unique().to_list() if x) if sel.height else []},
     }
+
+
+def image_prompts(lake: Lake, n: int = IMAGE_PROMPTS) -> pl.DataFrame:
+    """Up to `n` image prompts spread over the range of pass rates (lowest to highest),
+    with their first image reference, domain, prompt text, responses and pass rate.
+
+    Empty for a text-only run (or a log older than the `images` column).
+    """
+    rows = _q(lake, """
+        SELECT sample_id, any_value(domain) AS domain, any_value(prompt) AS prompt,
+               any_value(images[1].path) AS path, any_value(images[1].sha256) AS sha256,
+               count(*) AS responses, avg(CAST(correct AS DOUBLE)) AS pass_rate
+        FROM rollouts WHERE images IS NOT NULL AND len(images) > 0
+        GROUP BY sample_id ORDER BY pass_rate, responses DESC, sample_id""")
+    if rows.height <= n:
+        return rows
+    pick = np.unique(np.linspace(0, rows.height - 1, n).round().astype(int))
+    return rows[pick.tolist()]
+
+
+def _image_tag(path: str | None) -> str:
+    """An <img> with the file inlined (the report stays one self-contained file), or a note."""
+    import base64
+    import mimetypes
+
+    try:
+        with open(path or "", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return f"<span class='warn'>image unavailable: {html.escape(str(path))}</span>"
+    mime = mimetypes.guess_type(path or "")[0] or "image/png"
+    return (f"<img alt='{html.escape(str(path))}' src='data:{mime};base64,"
+            f"{base64.b64encode(data).decode()}' style='width:96px;image-rendering:pixelated'>")
 
 
 def _ece(sel: pl.DataFrame) -> float | None:
@@ -255,6 +290,18 @@ def render_html(figs: dict[str, Any], *, title: str | None = None) -> str:
     for name, cap, svg in plots(figs):
         parts.append(f"<div class='card'><h2>{html.escape(name)}</h2><p class='cap'>{html.escape(cap)}</p>{svg}</div>")
     parts.append("</div>")
+    imgs = figs.get("image_prompts")
+    if imgs is not None and imgs.height:
+        parts.append(f"<h2 style='margin-top:18px'>Image prompts ({imgs.height}, from the hardest to "
+                     "the easiest): the image beside its pass rate over every response</h2><table>"
+                     "<tr><th>image</th><th>pass rate</th><th>responses</th><th>domain</th>"
+                     "<th>prompt</th><th>sample_id</th></tr>")
+        for r in imgs.iter_rows(named=True):
+            parts.append(f"<tr><td>{_image_tag(r['path'])}</td><td>{_num(r['pass_rate'], True)}</td>"
+                         f"<td>{r['responses']}</td><td>{html.escape(str(r['domain']))}</td>"
+                         f"<td>{html.escape(str(r['prompt'])[:90])}</td>"
+                         f"<td><code>{html.escape(str(r['sample_id'])[:12])}</code></td></tr>")
+        parts.append("</table>")
     stuck = figs["stuck"]
     if stuck.height:
         parts.append(f"<h2 style='margin-top:18px'>Stuck prompts ({stuck.height}): sampled in 2+ steps, never solved</h2><table>"

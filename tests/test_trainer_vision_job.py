@@ -170,6 +170,14 @@ def test_thresher_run_on_the_visual_suite(tmp_path, capsys):
     again = duckdb.sql(f"SELECT count(*) FROM read_parquet('{run}/rollouts/*.parquet')").fetchall()
     assert again[0][0] == len(log)
 
+    # query, stats and report read the multimodal run; the report shows image prompts
+    capsys.readouterr()
+    assert main(["query", str(run), "SELECT count(DISTINCT images[1].sha256) AS n FROM rollouts"]) == 0
+    assert main(["stats", str(run)]) == 0
+    assert main(["report", str(run)]) == 0
+    page = (run / "report.html").read_text()
+    assert "Image prompts" in page and page.count("<img") >= 1 and "data:image/png;base64," in page
+
 
 def test_vision_suite_domains_are_checked(tmp_path, capsys):
     cfg = tmp_path / "bad.toml"
