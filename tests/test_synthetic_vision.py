@@ -128,3 +128,23 @@ def test_splits_disjoint_and_sized(tmp_path):
     assert again.equals(train)
     only = pa.concat_tables([train, held]).column("domain").unique().to_pylist()
     assert set(only) == set(VISION_DOMAINS)
+
+
+@pytest.mark.parametrize("style", ["systematic", "random"])
+def test_fallible_teacher_changes_only_solutions(style, tmp_path):
+    clean = make_vision_suite(400, tmp_path, domains=("majority", "vcount"), seed=0, max_level=2)
+    noisy = make_vision_suite(400, tmp_path, domains=("majority", "vcount"), seed=0, max_level=2,
+                              solution_noise=0.3, noise_style=style)
+    for col in ("id", "prompt", "images", "answer"):  # the rows and images do not depend on the noise
+        assert clean[col] == noisy[col]
+    wrong = [extract_answer(s) != a for s, a in zip(noisy["solution"].to_pylist(),
+                                                    noisy["answer"].to_pylist(), strict=True)]
+    marked = [json.loads(m)["noisy"] for m in noisy["meta"].to_pylist()]
+    assert wrong == marked and 0.22 < np.mean(wrong) < 0.38
+    if style == "systematic":  # every wrong solution is the misconception's answer
+        for r, bad in zip(noisy.to_pylist(), wrong, strict=True):
+            if bad:
+                grid = _grid_of(r["images"][0]["path"], json.loads(r["meta"])["grid"])
+                expect = r["prompt"][4:-1].split(",")[0] if r["domain"] == "majority" else \
+                    str(int((grid == COLOURS.index(r["prompt"][4:-1])).sum()) - 1)
+                assert extract_answer(r["solution"]) == expect
