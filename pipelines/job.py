@@ -152,6 +152,8 @@ class ModelSection(Config):
         vision_heads: attention heads of the vision tower (vision suite only; default 2).
         patch_size: pixels per patch side; a 32x32 image with 4 is 8x8 patches, 16
             tokens after the 2x2 merge (vision suite only; default 4).
+        family: "qwen2_vl" or "qwen2_5_vl" (window attention in the tower) (vision suite
+            only; default "qwen2_vl").
     """
 
     path: str | None = None
@@ -164,6 +166,7 @@ class ModelSection(Config):
     vision_depth: int = Field(default=1, ge=1)
     vision_heads: int = Field(default=2, ge=1)
     patch_size: int = Field(default=4, ge=1)
+    family: Literal["qwen2_vl", "qwen2_5_vl"] = "qwen2_vl"
 
 
 class EvalSection(Config):
@@ -285,7 +288,7 @@ def build_model(cfg: ModelSection, seed: int, device: str, vision: bool = False)
         tok = vision_tokenizer()
         spec = TinyVLMSpec(cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.intermediate_size,
                            cfg.max_positions, cfg.vision_depth, cfg.vision_dim, cfg.vision_heads,
-                           cfg.patch_size)
+                           cfg.patch_size, family=cfg.family)
         return build_tiny_vlm(tok, spec, seed=seed).to(dev), tok
     tok = char_tokenizer()
     spec = TinyModelSpec(cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.intermediate_size,

@@ -3,6 +3,7 @@ fill mode, exact resume after a kill."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import textwrap
@@ -38,18 +39,19 @@ def _data(tmp_path, n=12, text_rows=0):
     return t
 
 
-def _trainer(tmp_path, data, **cfg):
+def _trainer(tmp_path, data, family="qwen2_vl", **cfg):
     tok = vision_tokenizer()
-    model = build_tiny_vlm(tok, SPEC, seed=0)
+    model = build_tiny_vlm(tok, dataclasses.replace(SPEC, family=family), seed=0)
     config = GRPOConfig(**{"steps": 2, "prompts_per_step": 4, "group_size": 4, "max_new_tokens": 5,
                            "lr": 1e-2, "device": "cpu", **cfg})
     return GRPOTrainer(model, tok, data, config, tmp_path / "run",
                        reward=combine({"correct": (char_sum_parity, 1.0)}))
 
 
-def test_one_step_on_image_prompts_updates_the_model_and_logs_image_refs(tmp_path):
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
+def test_one_step_on_image_prompts_updates_the_model_and_logs_image_refs(tmp_path, family):
     data = _data(tmp_path, text_rows=4)
-    tr = _trainer(tmp_path, data, prompts_per_step=8, beta=0.05)
+    tr = _trainer(tmp_path, data, family, prompts_per_step=8, beta=0.05)
     before = {n: p.detach().clone() for n, p in tr.model.named_parameters()}
     m = tr.train_step()
     assert m.informative_ratio > 0

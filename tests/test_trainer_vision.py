@@ -1,6 +1,9 @@
-"""Vision-language inputs, shared-cache group generation and log-probs on a tiny Qwen2-VL (CPU)."""
+"""Vision-language inputs, shared-cache group generation and log-probs on a tiny Qwen2-VL
+and a tiny Qwen2.5-VL (CPU)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -28,10 +31,11 @@ def tok():
     return vision_tokenizer()
 
 
-@pytest.fixture(scope="module")
-def model(tok):
+@pytest.fixture(scope="module", params=["qwen2_vl", "qwen2_5_vl"])
+def model(tok, request):
+    """A tiny model of each supported family (Qwen2.5-VL: window attention in the tower)."""
     torch.manual_seed(0)
-    m = build_tiny_vlm(tok, SPEC, seed=1)
+    m = build_tiny_vlm(tok, dataclasses.replace(SPEC, family=request.param), seed=1)
     with torch.no_grad():  # larger random weights: greedy paths that differ between prompts
         for p in m.parameters():
             p.mul_(4.0)

@@ -11,8 +11,10 @@ torchvision, no processor files). A batch keeps each *distinct* image once
 (`ImageBatch`); rows point at them, so a group of G responses to one image
 prompt, or the update over them, runs the vision tower once per image.
 
-The Qwen2-VL family (``qwen2_vl``) is supported; other vision-language
-families raise a clear error until they get their adapter.
+The Qwen2-VL family (``qwen2_vl`` and ``qwen2_5_vl``: the same image tokens,
+patch layout and rope index for images; Qwen2.5-VL's tower adds window
+attention and an MLP merger) is supported; other vision-language families
+raise a clear error until they get their adapter.
 
 >>> tok = vision_tokenizer()
 >>> model = build_tiny_vlm(tok, TinyVLMSpec(hidden_size=32, num_layers=1, num_heads=2,
@@ -50,7 +52,7 @@ VISION_TOKENS = (VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD)
 # CLIP normalisation, as Qwen2-VL's image processor uses
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-SUPPORTED = ("qwen2_vl",)
+SUPPORTED = ("qwen2_vl", "qwen2_5_vl")
 
 
 class ImageError(DataError):
@@ -99,6 +101,7 @@ class TinyVLMSpec:
     vision_heads: int = 2
     patch_size: int = 4
     merge_size: int = 2
+    family: str = "qwen2_vl"  # or "qwen2_5_vl"
 
 
 def mrope_section(head_dim: int) -> list[int]:
@@ -112,15 +115,26 @@ def build_tiny_vlm(tokenizer, spec: TinyVLMSpec | None = None, seed: int = 0):
     """A randomly initialised `Qwen2VLForConditionalGeneration` sized by `spec` for `tokenizer`.
 
     `tokenizer` must hold the `VISION_TOKENS` (see `vision_tokenizer`).
+    `spec.family` picks Qwen2-VL (default) or Qwen2.5-VL (window attention in
+    the tower: windows of 2x2 merged tokens, the first block full attention).
 
     >>> tok = vision_tokenizer()
     >>> m = build_tiny_vlm(tok)
     >>> sum(p.numel() for p in m.parameters()), m.config.text_config.rope_parameters["mrope_section"]
     (150368, [4, 6, 6])
+    >>> type(build_tiny_vlm(tok, TinyVLMSpec(family="qwen2_5_vl"))).__name__
+    'Qwen2_5_VLForConditionalGeneration'
     """
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+    )
 
     spec = spec or TinyVLMSpec()
+    if spec.family not in SUPPORTED:
+        raise ValueError(f"unknown family {spec.family!r}; expected one of {SUPPORTED}")
     ids = tokenizer.convert_tokens_to_ids(list(VISION_TOKENS))
     if tokenizer.unk_token_id in ids:
         raise ValueError(f"the tokenizer lacks the vision tokens {VISION_TOKENS}; use vision_tokenizer()")
@@ -128,7 +142,21 @@ def build_tiny_vlm(tokenizer, spec: TinyVLMSpec | None = None, seed: int = 0):
     if head_dim % 2 or spec.hidden_size % spec.num_heads:
         raise ValueError(f"hidden_size / num_heads must be an even integer, got {spec.hidden_size} / "
                          f"{spec.num_heads}")
-    config = Qwen2VLConfig(
+    if spec.family == "qwen2_5_vl":
+        vision = {"depth": spec.vision_depth, "hidden_size": spec.vision_dim,
+                  "intermediate_size": 2 * spec.vision_dim, "out_hidden_size": spec.hidden_size,
+                  "num_heads": spec.vision_heads, "patch_size": spec.patch_size,
+                  "spatial_merge_size": spec.merge_size, "temporal_patch_size": 2,
+                  # windows of 2x2 merged tokens (in pixels), block 0 attends over the whole image
+                  "window_size": 2 * spec.merge_size * spec.patch_size, "fullatt_block_indexes": [0]}
+        config_cls, model_cls = Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    else:
+        vision = {"depth": spec.vision_depth, "embed_dim": spec.vision_dim,
+                  "hidden_size": spec.hidden_size, "num_heads": spec.vision_heads, "mlp_ratio": 2,
+                  "patch_size": spec.patch_size, "spatial_merge_size": spec.merge_size,
+                  "temporal_patch_size": 2}
+        config_cls, model_cls = Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    config = config_cls(
         text_config={
             "vocab_size": len(tokenizer), "hidden_size": spec.hidden_size,
             "intermediate_size": spec.intermediate_size, "num_hidden_layers": spec.num_layers,
@@ -139,16 +167,12 @@ def build_tiny_vlm(tokenizer, spec: TinyVLMSpec | None = None, seed: int = 0):
             "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
             "bos_token_id": tokenizer.bos_token_id,
         },
-        vision_config={
-            "depth": spec.vision_depth, "embed_dim": spec.vision_dim, "hidden_size": spec.hidden_size,
-            "num_heads": spec.vision_heads, "mlp_ratio": 2, "patch_size": spec.patch_size,
-            "spatial_merge_size": spec.merge_size, "temporal_patch_size": 2,
-        },
+        vision_config=vision,
         vision_start_token_id=ids[0], vision_end_token_id=ids[1], image_token_id=ids[2],
         video_token_id=ids[3], tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(config)
+    model = model_cls(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model
