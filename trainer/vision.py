@@ -579,3 +579,50 @@ def mm_token_type_ids(model, input_ids: torch.Tensor) -> torch.Tensor:
     """1 at image placeholders, 0 elsewhere (what transformers wants beside image_grid_thw)."""
     return (input_ids == model.config.image_token_id).int()
 
+
+
+# ------------------------------------------------------------ TRL processor
+# A chat template for TRL's conversational prompts: each {"type": "image"} part becomes one
+# placeholder block (the processor expands the pad token to the image's token count)
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['content'] is string %}{{ m['content'] }}{% else %}"
+    "{% for c in m['content'] %}{% if c['type'] == 'image' %}" + VISION_START + IMAGE_PAD
+    + VISION_END + "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}"
+    "{% endif %}{% endfor %}")
+
+
+def trl_processor(model, tokenizer):
+    """A transformers processor (``Qwen2VLProcessor``) for `model` and the char `tokenizer`,
+    with a chat template: what TRL's `GRPOTrainer` wants as `processing_class` for a
+    vision-language model. No processor files, no torchvision (the video
+    processor, which needs it, is left out).
+
+    >>> tok = vision_tokenizer()
+    >>> proc = trl_processor(build_tiny_vlm(tok), tok)
+    >>> text = proc.apply_chat_template([{"role": "user", "content": [{"type": "image"},
+    ...                                   {"type": "text", "text": "num:red="}]}], tokenize=False)
+    >>> text
+    '<|vision_start|><|image_pad|><|vision_end|>num:red='
+    >>> out = proc(text=[text], images=[np.zeros((32, 32, 3), np.uint8)], return_tensors="pt")
+    >>> out["image_grid_thw"].tolist(), int((out["input_ids"] == tok.convert_tokens_to_ids(IMAGE_PAD)).sum())
+    ([[1, 8, 8]], 16)
+    """
+    from transformers import Qwen2VLProcessor
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers.processing_utils import ProcessorMixin
+
+    _check_supported(model)
+
+    class _Processor(Qwen2VLProcessor):
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            self.image_token, self.video_token = IMAGE_PAD, VIDEO_PAD
+            self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_PAD)
+            self.video_token_id = tokenizer.convert_tokens_to_ids(VIDEO_PAD)
+            # skip Qwen2VLProcessor.__init__: its video-processor check imports torchvision
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+    p = ImageProcessor.for_model(model)
+    images = Qwen2VLImageProcessorPil(patch_size=p.patch_size, merge_size=p.merge_size,
+                                      temporal_patch_size=p.temporal_patch_size,
+                                      min_pixels=p.min_pixels, max_pixels=p.max_pixels)
+    return _Processor(image_processor=images, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)

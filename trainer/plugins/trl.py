@@ -121,8 +121,9 @@ class _ThresherMixin:
     """Methods shared by every `ThresherGRPOTrainer` (see `make_trainer_class`)."""
 
     def _thresher_init(self, sampler: Any, run_dir: Any, run_id: str, id_column: str,
-                       domain_column: str | None) -> None:
+                       domain_column: str | None, image_refs_column: str | None = None) -> None:
         self.thresher_sampler = sampler
+        self.thresher_image_refs_column = image_refs_column
         self.thresher_stats = sampler.stats
         self.thresher_id_column = id_column
         self.thresher_domain_column = domain_column
@@ -200,6 +201,10 @@ class _ThresherMixin:
         prompt_texts = [_text(p) for p in gather_object(list(prompts))]
         domains = (gather_object([ex.get(self.thresher_domain_column) for ex in inputs])
                    if self.thresher_domain_column else [None] * len(ids))
+        # image prompts: the references (path + sha256) the log keeps, never TRL's pixels
+        col = self.thresher_image_refs_column
+        images = (gather_object([list(ex.get(col) or []) for ex in inputs]) if col
+                  else [[] for _ in ids])
         pending = self._thresher_repeat.pending
         sel = pending.popleft() if pending else None
         if sel is not None and set(sel["sample_id"]) != set(ids):
@@ -226,6 +231,8 @@ class _ThresherMixin:
             "response_tokens": lengths, "sampler": [self.thresher_sampler.name] * n,
             "p_estimate": p_est.tolist(), "score": score.tolist(),
             "policy_version": [int(self.state.global_step)] * n,
+            "images": [[{"path": r.get("path"), "sha256": r.get("sha256")} for r in refs]
+                       for refs in images],
         }, seq=0)
 
 
@@ -243,13 +250,17 @@ def make_trainer_class() -> type:
 
             Extra keyword arguments: `sampler` (any `sampling` sampler; its store must hold
             the dataset's sample ids), `run_dir` (rollout parts go to RUN/rollouts/; None
-            = no log), `run_id`, `id_column` (default "sample_id"), `domain_column`.
+            = no log), `run_id`, `id_column` (default "sample_id"), `domain_column`,
+            `image_refs_column` (a column of [{path, sha256}] the log keeps beside TRL's
+            `image` / `images` pixels; with a vision-language model pass
+            `processing_class=trainer.vision.trl_processor(model, tok)`).
             """
 
             def __init__(self, *args: Any, sampler: Any, run_dir: Any = None, run_id: str = "trl",
                          id_column: str = "sample_id", domain_column: str | None = None,
-                         **kwargs: Any) -> None:
-                self._thresher_init(sampler, run_dir, run_id, id_column, domain_column)
+                         image_refs_column: str | None = None, **kwargs: Any) -> None:
+                self._thresher_init(sampler, run_dir, run_id, id_column, domain_column,
+                                    image_refs_column)
                 super().__init__(*args, **kwargs)
 
         _CLASS = ThresherGRPOTrainer
