@@ -78,6 +78,12 @@ def load_model(spec: str | os.PathLike, device: str = "auto", seed: int | None =
         base = Path(cfg.path) if Path(cfg.path).is_absolute() else path.parent / cfg.path
         return load_model(base, device, seed)
     seed = int(data.get("run", {}).get("seed", 0)) if seed is None else seed
+    if data.get("data", {}).get("suite") == "vision":  # a tiny Qwen2-VL, as `thresher run` builds it
+        from pipelines.job import build_model
+
+        model, tok = build_model(cfg, seed, device, vision=True)
+        return model, tok, {"kind": "tiny-vlm-from-config", "config": str(path), "seed": seed,
+                            "shape": cfg.model_dump(), "dtype": str(dtype)}
     tok = char_tokenizer()
     shape = TinyModelSpec(cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.intermediate_size,
                           cfg.max_positions)
@@ -129,7 +135,8 @@ def rollout_data(data: str | os.PathLike | pa.Table, model: str, out: str | os.P
     where = where or (str(data) if not isinstance(data, pa.Table) else "data")
     from trainer.rollout import check_samples
 
-    table = check_samples(table, where)  # before loading a model: bad data fails fast
+    # before loading a model: bad data fails fast (image rows are checked against the model later)
+    table = check_samples(table, where, images_ok=True)
     source = {"data": where, "model": str(model), "rows": table.num_rows}
     if settings.engine == "vllm":
         import importlib.util

@@ -15,7 +15,12 @@ one row per response) plus ``RUN/manifest.json``:
 - rewards are the project's verifiers (`trainer.rewards.verifiable_reward`:
   ``reward`` = ``correct``; `format_reward`: ``format_ok``);
 - resumable: prompts whose ids are already in the log are not sampled again,
-  and a killed run rerun gives the log an uninterrupted run gives.
+  and a killed run rerun gives the log an uninterrupted run gives;
+- image prompts: with a vision-language model (`trainer.vision`) rows with
+  `images` are sampled with their pictures (`VisionHFEngine`: images first,
+  then the prompt, no chat template; the prompt's cache, vision tower
+  included, shared by its k responses) and the log keeps each row's image
+  references. A text-only LM refuses image rows, naming the row.
 
 >>> import tempfile, pyarrow as pa
 >>> from trainer.modeling import TinyModelSpec, build_tiny_model, char_tokenizer
@@ -96,12 +101,13 @@ class RolloutSettings:
 # ----------------------------------------------------------------------------- input checks
 
 
-def check_samples(table: pa.Table, where: str = "data") -> pa.Table:
+def check_samples(table: pa.Table, where: str = "data", images_ok: bool = False) -> pa.Table:
     """Validate a Sample-schema table for rollouts; returns it with `id` filled.
 
     Every row needs a prompt and an answer, and an answer type a verifier reads
-    (numeric, choice, expression, text, or null to detect it). Errors name
-    `where`, the row and the column.
+    (numeric, choice, expression, text, or null to detect it). Rows with images
+    need `images_ok` (a vision-language model). Errors name `where`, the row and
+    the column.
 
     >>> check_samples(pa.table({"prompt": ["1+1="], "answer": ["2"]})).column_names
     ['prompt', 'answer', 'id']
@@ -139,14 +145,15 @@ def check_samples(table: pa.Table, where: str = "data") -> pa.Table:
             ids = [g if g is not None else i for g, i in zip(given, ids, strict=True)]
             table = table.drop_columns(["id"])
         table = table.append_column("id", pa.array(ids, pa.string()))
-    if "images" in table.column_names:
+    if "images" in table.column_names and not images_ok:
         n_img = pc.fill_null(pc.list_value_length(table.column("images")), 0)
         with_images = pc.indices_nonzero(pc.greater(n_img, 0))
         if len(with_images):
             raise RolloutInputError(
-                f"{where}: row {with_images[0].as_py()}: has images; rollouts sample text-only causal "
-                f"LMs ({len(with_images)} rows with images): curate the text-only sources into "
-                "a set of their own and sample that")
+                f"{where}: row {with_images[0].as_py()}: has images, but the model is a text-only "
+                f"causal LM ({len(with_images)} rows with images): sample them with a "
+                "vision-language model (a Qwen2-VL directory, or a config with [data] suite = "
+                "\"vision\"), or curate the text-only sources into a set of their own")
     dup = pc.value_counts(table.column("id"))
     many = [d["values"].as_py() for d in dup if d["counts"].as_py() > 1]
     if many:
@@ -215,7 +222,8 @@ class HFEngine:
         enc = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         return [len(x) for x in enc]
 
-    def sample(self, texts: Sequence[str], seed: int) -> tuple[list[str], list[int]]:
+    def sample(self, texts: Sequence[str], seed: int, images: Sequence[list] | None = None,
+               ids: Sequence[str] | None = None) -> tuple[list[str], list[int]]:
         """k responses per text (prompt-major) and their token counts."""
         import torch
 
@@ -224,6 +232,40 @@ class HFEngine:
         torch.manual_seed(seed)
         gen = generate_groups(self.model, self.tokenizer, texts, self.s.k, self.s.max_new_tokens,
                               temperature=self.s.temperature, top_p=self.s.top_p)
+        return gen.texts, [int(n) for n in gen.response_lengths]
+
+
+class VisionHFEngine(HFEngine):
+    """`HFEngine` for a vision-language model: each prompt with its images in front
+    (`trainer.vision.VisionInputs`, images decoded once per sha256), shared-prefill
+    group sampling with the vision tokens blocked."""
+
+    name = "hf"
+
+    def __init__(self, model, tokenizer, settings: RolloutSettings) -> None:
+        from trainer.vision import VisionInputs
+
+        super().__init__(model, tokenizer, settings)
+        self.inputs = VisionInputs(model, tokenizer)
+
+    def token_lengths(self, texts: Sequence[str], images: Sequence[list] | None = None,
+                      ids: Sequence[str] | None = None) -> list[int]:
+        """Prompt tokens, image tokens included (a bad image is an error naming the sample)."""
+        if images is None:
+            return super().token_lengths(texts)
+        return super().token_lengths(self.inputs.prepare(texts, images, ids)[0])
+
+    def sample(self, texts: Sequence[str], seed: int, images: Sequence[list] | None = None,
+               ids: Sequence[str] | None = None) -> tuple[list[str], list[int]]:
+        import torch
+
+        from trainer.vision_generation import generate_vision_groups
+
+        torch.manual_seed(seed)
+        device = next(self.model.parameters()).device
+        batch = self.inputs.encode(texts, images or [[] for _ in texts], ids, device)
+        gen = generate_vision_groups(self.model, self.inputs, batch, self.s.k, self.s.max_new_tokens,
+                                     temperature=self.s.temperature, top_p=self.s.top_p)
         return gen.texts, [int(n) for n in gen.response_lengths]
 
 
@@ -246,7 +288,11 @@ class VLLMEngine:
     def token_lengths(self, texts: Sequence[str]) -> list[int]:
         return [len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
 
-    def sample(self, texts: Sequence[str], seed: int) -> tuple[list[str], list[int]]:
+    def sample(self, texts: Sequence[str], seed: int, images: Sequence[list] | None = None,
+               ids: Sequence[str] | None = None) -> tuple[list[str], list[int]]:
+        if images and any(images):
+            raise RolloutInputError("--engine vllm samples text prompts here; use --engine hf for "
+                                    "image prompts")
         params = self._vllm.SamplingParams(n=self.s.k, temperature=self.s.temperature, top_p=self.s.top_p,
                                            max_tokens=self.s.max_new_tokens, seed=seed % (2**31))
         outs = self.llm.generate(list(texts), params, use_tqdm=False)
@@ -322,10 +368,12 @@ def run_rollouts(
     skipped. Returns the run manifest (also written to ``RUN/manifest.json``).
     """
     from curate.rollout_log import RolloutWriter
+    from trainer.vision import is_vision_model
 
     settings = settings or RolloutSettings()
     settings.check()
-    samples = check_samples(samples)
+    vision = engine is None and is_vision_model(model)
+    samples = check_samples(samples, images_ok=vision)
     run = Path(run_dir)
     run_id = run_id or run.name
     manifest_path = run / "manifest.json"
@@ -336,7 +384,7 @@ def run_rollouts(
             {k: v for k, v in now.items() if k != "engine"}:
         raise RolloutInputError(f"{run}: this run was sampled with {earlier}; resuming it with "
                                 f"different settings {now} would mix two samplings (use a new --out)")
-    engine = engine or HFEngine(model, tokenizer, settings)
+    engine = engine or (VisionHFEngine if vision else HFEngine)(model, tokenizer, settings)
     ids = samples.column("id").to_pylist()
     prompts = samples.column("prompt").to_pylist()
     answers = [str(a) for a in samples.column("answer").to_pylist()]
@@ -344,8 +392,15 @@ def run_rollouts(
              else [None] * len(ids))
     domains = (samples.column("domain").to_pylist() if "domain" in samples.column_names
                else [None] * len(ids))
-    texts = format_prompts(getattr(engine, "tokenizer", tokenizer), prompts, settings.chat_template)
-    lengths = engine.token_lengths(texts)
+    images = ([v or [] for v in samples.column("images").to_pylist()]
+              if "images" in samples.column_names else [[] for _ in ids])
+    if vision:  # image placeholders go first, then the prompt as it is
+        texts = list(prompts)
+        lengths = engine.token_lengths(texts, images, ids)
+    else:
+        texts = format_prompts(getattr(engine, "tokenizer", tokenizer), prompts,
+                               settings.chat_template)
+        lengths = engine.token_lengths(texts)
     batches = plan_batches(lengths, ids, settings.batch_prompts)
     done = logged_ids(run) & set(ids)
     todo = sum(1 for i in ids if i not in done)
@@ -363,7 +418,11 @@ def run_rollouts(
             if not rows:
                 continue
             seed = batch_seed(settings.seed, [ids[r] for r in rows])
-            responses, rlens = engine.sample([texts[r] for r in rows], seed)
+            if vision:
+                responses, rlens = engine.sample([texts[r] for r in rows], seed,
+                                                 [images[r] for r in rows], [ids[r] for r in rows])
+            else:
+                responses, rlens = engine.sample([texts[r] for r in rows], seed)
             k = settings.k
             rep = [r for r in rows for _ in range(k)]
             reward, fmt_ok = _verify([prompts[r] for r in rep], responses, [answers[r] for r in rep],
@@ -383,6 +442,7 @@ def run_rollouts(
                 "response_tokens": pa.array(rlens, pa.int64()),
                 "sampler": [f"rollout-{engine.name}"] * len(rep),
                 "policy_version": pa.array([0] * len(rep), pa.int64()),
+                "images": [images[r] for r in rep],
             })
             existing = len(list(writer.dir.glob(f"part-{b:08d}-*.parquet")))
             writer.write(table, seq=existing)

@@ -214,10 +214,13 @@ class ImageProcessor:
     max_pixels: int = 28 * 28 * 1280
 
     @classmethod
-    def for_model(cls, model) -> ImageProcessor:
+    def for_model(cls, model, max_pixels: int | None = None) -> ImageProcessor:
+        """The processor of `model`'s tower; by default an image gets at most 1280 tokens
+        (Qwen2-VL's default budget: 28 x 28 x 1280 pixels for 14-pixel patches)."""
         vc = model.config.vision_config
-        return cls(patch_size=int(vc.patch_size), merge_size=int(vc.spatial_merge_size),
-                   temporal_patch_size=int(vc.temporal_patch_size))
+        p, m = int(vc.patch_size), int(vc.spatial_merge_size)
+        return cls(patch_size=p, merge_size=m, temporal_patch_size=int(vc.temporal_patch_size),
+                   max_pixels=max_pixels or (p * m) ** 2 * 1280)
 
     @property
     def factor(self) -> int:
@@ -411,11 +414,12 @@ class VisionInputs:
     would break the rope index) and log-probs exclude the same way.
     """
 
-    def __init__(self, model, tokenizer, max_images: int = 4096, verify_sha256: bool = True):
+    def __init__(self, model, tokenizer, max_images: int = 4096, verify_sha256: bool = True,
+                 max_pixels: int | None = None):
         _check_supported(model)
         cfg = model.config
         self.tokenizer = tokenizer
-        self.processor = ImageProcessor.for_model(model)
+        self.processor = ImageProcessor.for_model(model, max_pixels)
         self.cache = ImageCache(self.processor, max_images, verify_sha256)
         self.image_token_id = int(cfg.image_token_id)
         self.blocked_ids = sorted({int(cfg.image_token_id), int(cfg.video_token_id),
