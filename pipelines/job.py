@@ -152,8 +152,8 @@ class ModelSection(Config):
         vision_heads: attention heads of the vision tower (vision suite only; default 2).
         patch_size: pixels per patch side; a 32x32 image with 4 is 8x8 patches, 16
             tokens after the 2x2 merge (vision suite only; default 4).
-        family: "qwen2_vl" or "qwen2_5_vl" (window attention in the tower) (vision suite
-            only; default "qwen2_vl").
+        family: "qwen2_vl", "qwen2_5_vl" (window attention in the tower) or "llava" (a
+            SigLIP tower, 1-D positions) (vision suite only; default "qwen2_vl").
     """
 
     path: str | None = None
@@ -166,7 +166,7 @@ class ModelSection(Config):
     vision_depth: int = Field(default=1, ge=1)
     vision_heads: int = Field(default=2, ge=1)
     patch_size: int = Field(default=4, ge=1)
-    family: Literal["qwen2_vl", "qwen2_5_vl"] = "qwen2_vl"
+    family: Literal["qwen2_vl", "qwen2_5_vl", "llava"] = "qwen2_vl"
 
 
 class EvalSection(Config):

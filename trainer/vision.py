@@ -13,8 +13,10 @@ prompt, or the update over them, runs the vision tower once per image.
 
 The Qwen2-VL family (``qwen2_vl`` and ``qwen2_5_vl``: the same image tokens,
 patch layout and rope index for images; Qwen2.5-VL's tower adds window
-attention and an MLP merger) is supported; other vision-language families
-raise a clear error until they get their adapter.
+attention and an MLP merger) and the LLaVA family (``llava``: a SigLIP or CLIP
+tower on a fixed-size image, one ``<|image_pad|>`` per patch here, 1-D positions)
+are supported; other vision-language families raise a clear error until they
+get their adapter.
 
 >>> tok = vision_tokenizer()
 >>> model = build_tiny_vlm(tok, TinyVLMSpec(hidden_size=32, num_layers=1, num_heads=2,
@@ -52,7 +54,8 @@ VISION_TOKENS = (VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD)
 # CLIP normalisation, as Qwen2-VL's image processor uses
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-SUPPORTED = ("qwen2_vl", "qwen2_5_vl")
+SUPPORTED = ("qwen2_vl", "qwen2_5_vl", "llava")
+MROPE = ("qwen2_vl", "qwen2_5_vl")  # the families with Qwen2-VL's multimodal rope index
 
 
 class ImageError(DataError):
@@ -101,7 +104,8 @@ class TinyVLMSpec:
     vision_heads: int = 2
     patch_size: int = 4
     merge_size: int = 2
-    family: str = "qwen2_vl"  # or "qwen2_5_vl"
+    family: str = "qwen2_vl"  # or "qwen2_5_vl", "llava" (a SigLIP tower)
+    image_size: int = 32  # llava: the tower's fixed input size (images are resized to it)
 
 
 def mrope_section(head_dim: int) -> list[int]:
@@ -115,8 +119,11 @@ def build_tiny_vlm(tokenizer, spec: TinyVLMSpec | None = None, seed: int = 0):
     """A randomly initialised `Qwen2VLForConditionalGeneration` sized by `spec` for `tokenizer`.
 
     `tokenizer` must hold the `VISION_TOKENS` (see `vision_tokenizer`).
-    `spec.family` picks Qwen2-VL (default) or Qwen2.5-VL (window attention in
-    the tower: windows of 2x2 merged tokens, the first block full attention).
+    `spec.family` picks Qwen2-VL (default), Qwen2.5-VL (window attention in
+    the tower: windows of 2x2 merged tokens, the first block full attention) or
+    LLaVA with a SigLIP tower over `image_size` pixels in patches of
+    patch_size x merge_size (as many image tokens as Qwen2-VL's after its merge)
+    and a Qwen2 language model.
 
     >>> tok = vision_tokenizer()
     >>> m = build_tiny_vlm(tok)
@@ -124,6 +131,9 @@ def build_tiny_vlm(tokenizer, spec: TinyVLMSpec | None = None, seed: int = 0):
     (150368, [4, 6, 6])
     >>> type(build_tiny_vlm(tok, TinyVLMSpec(family="qwen2_5_vl"))).__name__
     'Qwen2_5_VLForConditionalGeneration'
+    >>> llava = build_tiny_vlm(tok, TinyVLMSpec(family="llava"))
+    >>> type(llava).__name__, llava.config.vision_config.model_type
+    ('LlavaForConditionalGeneration', 'siglip_vision_model')
     """
     from transformers import (
         Qwen2_5_VLConfig,
@@ -142,6 +152,8 @@ def build_tiny_vlm(tokenizer, spec: TinyVLMSpec | None = None, seed: int = 0):
     if head_dim % 2 or spec.hidden_size % spec.num_heads:
         raise ValueError(f"hidden_size / num_heads must be an even integer, got {spec.hidden_size} / "
                          f"{spec.num_heads}")
+    if spec.family == "llava":
+        return _build_tiny_llava(tokenizer, spec, ids, seed)
     if spec.family == "qwen2_5_vl":
         vision = {"depth": spec.vision_depth, "hidden_size": spec.vision_dim,
                   "intermediate_size": 2 * spec.vision_dim, "out_hidden_size": spec.hidden_size,
@@ -178,6 +190,37 @@ def build_tiny_vlm(tokenizer, spec: TinyVLMSpec | None = None, seed: int = 0):
     return model
 
 
+def _build_tiny_llava(tokenizer, spec: TinyVLMSpec, ids: list[int], seed: int):
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    config = LlavaConfig(
+        vision_config={"model_type": "siglip_vision_model", "hidden_size": spec.vision_dim,
+                       "intermediate_size": 2 * spec.vision_dim,
+                       "num_hidden_layers": spec.vision_depth,
+                       "num_attention_heads": spec.vision_heads, "image_size": spec.image_size,
+                       "patch_size": spec.patch_size * spec.merge_size},
+        text_config={"model_type": "qwen2", "vocab_size": len(tokenizer),
+                     "hidden_size": spec.hidden_size, "intermediate_size": spec.intermediate_size,
+                     "num_hidden_layers": spec.num_layers, "num_attention_heads": spec.num_heads,
+                     "num_key_value_heads": spec.num_heads,
+                     "max_position_embeddings": spec.max_positions,
+                     "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
+                     "bos_token_id": tokenizer.bos_token_id},
+        image_token_id=ids[2], vision_feature_select_strategy="full", vision_feature_layer=-1,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model
+
+
+def family(model) -> str:
+    """The model's vision-language family (its config's model_type)."""
+    return str(getattr(model.config, "model_type", ""))
+
+
 def is_vision_model(model) -> bool:
     """Whether `model` is a vision-language model (its config has a vision part)."""
     return getattr(model.config, "vision_config", None) is not None
@@ -212,12 +255,19 @@ class ImageProcessor:
     std: tuple[float, float, float] = CLIP_STD
     min_pixels: int = 8 * 8
     max_pixels: int = 28 * 28 * 1280
+    # LLaVA-style towers: every image resized to size x size, one token per patch
+    fixed_size: int | None = None
 
     @classmethod
     def for_model(cls, model, max_pixels: int | None = None) -> ImageProcessor:
         """The processor of `model`'s tower; by default an image gets at most 1280 tokens
-        (Qwen2-VL's default budget: 28 x 28 x 1280 pixels for 14-pixel patches)."""
+        (Qwen2-VL's default budget: 28 x 28 x 1280 pixels for 14-pixel patches).
+        A LLaVA tower reads a fixed size (SigLIP's normalisation: mean = std = 0.5)."""
         vc = model.config.vision_config
+        if family(model) == "llava":
+            mean = tuple(getattr(vc, "image_mean", None) or (0.5, 0.5, 0.5))
+            return cls(patch_size=int(vc.patch_size), merge_size=1, temporal_patch_size=1,
+                       mean=mean, std=(0.5, 0.5, 0.5), fixed_size=int(vc.image_size))
         p, m = int(vc.patch_size), int(vc.spatial_merge_size)
         return cls(patch_size=p, merge_size=m, temporal_patch_size=int(vc.temporal_patch_size),
                    max_pixels=max_pixels or (p * m) ** 2 * 1280)
@@ -231,6 +281,8 @@ class ImageProcessor:
         return grid[0] * grid[1] * grid[2] // self.merge_size**2
 
     def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
+        if self.fixed_size is not None:
+            return self._fixed(rgb)
         h, w = rgb.shape[:2]
         f = self.factor
         if h % f or w % f or not self.min_pixels <= h * w <= self.max_pixels:
@@ -248,6 +300,28 @@ class ImageProcessor:
         x = x.reshape(3, gh // m, m, p, gw // m, m, p).transpose(1, 4, 2, 5, 0, 3, 6)
         x = np.broadcast_to(x[:, :, :, :, :, None], (*x.shape[:5], t, p, p))
         return np.ascontiguousarray(x.reshape(gh * gw, 3 * t * p * p)), (1, gh, gw)
+
+    def _fixed(self, rgb: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
+        """Resized to fixed_size (bicubic), normalised, cut into (gh * gw, 3 * p * p) patches
+        (row-major, channels first) so an `ImageBatch` holds it like any other image;
+        `to_images` puts the pixels back together for the tower."""
+        s, p = self.fixed_size, self.patch_size
+        if rgb.shape[:2] != (s, s):
+            from PIL import Image
+
+            rgb = np.asarray(Image.fromarray(rgb).resize((s, s), Image.Resampling.BICUBIC))
+        x = (rgb.astype(np.float64) * (1 / 255)).astype(np.float32)
+        x = ((x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)).transpose(2, 0, 1)
+        g = s // p
+        x = x.reshape(3, g, p, g, p).transpose(1, 3, 0, 2, 4)
+        return np.ascontiguousarray(x.reshape(g * g, 3 * p * p)), (1, g, g)
+
+
+def to_images(pixel_values: torch.Tensor, grids: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(n, 3, H, W) pixels of fixed-size images stored as patches by `ImageProcessor._fixed`."""
+    n, g = len(grids), int(grids[0, 1]) if len(grids) else 0
+    x = pixel_values.view(n, g, g, 3, patch_size, patch_size).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(n, 3, g * patch_size, g * patch_size)
 
 
 class ImageCache:
@@ -422,10 +496,16 @@ class VisionInputs:
         self.processor = ImageProcessor.for_model(model, max_pixels)
         self.cache = ImageCache(self.processor, max_images, verify_sha256)
         self.image_token_id = int(cfg.image_token_id)
-        self.blocked_ids = sorted({int(cfg.image_token_id), int(cfg.video_token_id),
-                                   int(cfg.vision_start_token_id), int(cfg.vision_end_token_id)})
-        tok_ids = tokenizer.convert_tokens_to_ids([VISION_START, VISION_END, IMAGE_PAD])
-        if tok_ids != [int(cfg.vision_start_token_id), int(cfg.vision_end_token_id), self.image_token_id]:
+        self.mrope = family(model) in MROPE
+        # every vision special token the tokenizer has: never sampled, excluded from log-probs
+        self.blocked_ids = sorted({i for i in tokenizer.convert_tokens_to_ids(list(VISION_TOKENS))
+                                   if i != tokenizer.unk_token_id} | {self.image_token_id})
+        if self.mrope:
+            tok_ids = tokenizer.convert_tokens_to_ids([VISION_START, VISION_END, IMAGE_PAD])
+            want = [int(cfg.vision_start_token_id), int(cfg.vision_end_token_id), self.image_token_id]
+        else:
+            tok_ids, want = tokenizer.convert_tokens_to_ids([IMAGE_PAD]), [self.image_token_id]
+        if tok_ids != want:
             raise ValueError("the tokenizer's vision tokens do not match the model config's ids")
 
     def prepare(
@@ -462,7 +542,8 @@ class VisionInputs:
                     grids.append(grid)
                     keys.append(key)
                 mine.append(where[key])
-                head.append(VISION_START + IMAGE_PAD * self.processor.tokens(grid) + VISION_END)
+                pads = IMAGE_PAD * self.processor.tokens(grid)
+                head.append(VISION_START + pads + VISION_END if self.mrope else pads)
             texts.append("".join(head) + prompt)
             rows.append(i)
             row_images.append(mine)
@@ -501,6 +582,13 @@ def image_features(model, images: ImageBatch) -> list[torch.Tensor]:
     """The vision tower's output per distinct image (one tower pass for the batch)."""
     if not len(images.grids):
         return []
+    if family(model) == "llava":
+        cfg = model.config
+        pixels = to_images(images.pixel_values, images.grids, int(cfg.vision_config.patch_size))
+        out = model.get_image_features(pixel_values=pixels.to(model.dtype),
+                                       vision_feature_layer=cfg.vision_feature_layer,
+                                       vision_feature_select_strategy=cfg.vision_feature_select_strategy)
+        return [f.reshape(-1, f.shape[-1]) for f in out.pooler_output]
     out = model.get_image_features(images.pixel_values, image_grid_thw=images.grids)
     return list(out.pooler_output)
 
@@ -527,9 +615,12 @@ def rope_positions(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     the merge) sit at (start, start + row, start + col), and the text after it
     goes on from start + max(h, w). Padding gets 0. Equal to transformers'
     ``get_rope_index`` (tests/test_trainer_vision.py), without its Python loop
-    over rows and tokens.
+    over rows and tokens. A family without multimodal rope (LLaVA) gets plain
+    (B, L) positions counted from the first real token.
     """
     mask = attention_mask.bool()
+    if family(model) not in MROPE:
+        return ((mask.long().cumsum(dim=1) - 1).clamp(min=0)) * mask.long()
     is_img = (input_ids == model.config.image_token_id) & mask
     text = mask & ~is_img
     text_before = text.long().cumsum(dim=1) - text.long()  # text tokens strictly before
@@ -615,7 +706,9 @@ def trl_processor(model, tokenizer):
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
     from transformers.processing_utils import ProcessorMixin
 
-    _check_supported(model)
+    if family(model) not in MROPE:
+        raise NotImplementedError(f"trl_processor builds a Qwen2-VL processor; {family(model)!r} "
+                                  "models need their own (transformers' processor for the family)")
 
     class _Processor(Qwen2VLProcessor):
         def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):

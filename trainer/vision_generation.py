@@ -99,7 +99,10 @@ def generate_vision_groups(
         cache.batch_repeat_interleave(g)
     logits = out.logits[:, -1, :].float().repeat_interleave(g, dim=0)
     # every response token is text: all three axes continue from the prompt's largest position
-    next_pos = (pos.amax(dim=(0, 2)) + 1).repeat_interleave(g).view(1, -1, 1).expand(3, -1, 1)
+    if pos.dim() == 3:
+        next_pos = (pos.amax(dim=(0, 2)) + 1).repeat_interleave(g).view(1, -1, 1).expand(3, -1, 1)
+    else:  # 1-D positions (LLaVA)
+        next_pos = (pos.amax(dim=1) + 1).repeat_interleave(g).view(-1, 1)
     p_ids, p_mask = ids.repeat_interleave(g, dim=0), mask.repeat_interleave(g, dim=0)
 
     def pick(lg: torch.Tensor) -> torch.Tensor:
