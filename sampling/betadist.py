@@ -21,7 +21,15 @@ drawing all m and keeping the best k, up to floating-point error.
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
+
+from curate.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # loaded on first use, so reading a config stays fast (see curate.lazy)
+    np = lazy_import("numpy")
+
 
 
 def betainc(a: float, b: float, x: np.ndarray) -> np.ndarray:

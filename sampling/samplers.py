@@ -23,13 +23,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from curate.lazy import lazy_import
 from sampling.betadist import distance_quantiles_many, smallest_uniforms
 from sampling.quota import domain_quotas
 from sampling.store import PRIOR_GROUP_MIN, SampleStats, beta_informative
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # loaded on first use, so reading a config stays fast (see curate.lazy)
+    np = lazy_import("numpy")
 
 
 class Sampler:
