@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from curate.lazy import lazy_import
-from sampling.betadist import distance_quantiles_many, smallest_uniforms
+from sampling.betadist import DistanceSearch, smallest_uniforms
 from sampling.quota import domain_quotas
 from sampling.store import PRIOR_GROUP_MIN, SampleStats, beta_informative
 
@@ -376,10 +376,11 @@ class ThompsonSampler(Sampler):
         dom_code = None if key == "*" else st.domains.index(key)
         threshold = max(PRIOR_GROUP_MIN, 4 * q)
         g, temp = self.group_size, self.temperature
-        picks: list[np.ndarray] = []
         pick_scores: list[np.ndarray] = []
         loose: list[np.ndarray] = []  # never-seen rows of groups too depleted to shortcut
         draws: list[tuple[float, float, int, int, float]] = []  # (a, b, m, k, center) per group
+        fresh: list[tuple[np.ndarray, int, int]] = []  # (rows, m fresh, k wanted) per group
+        reps: list[int] = []  # one fresh row of each: its posterior is the group's
         for gi, (dcode, grows) in enumerate(pg.groups):
             if dom_code is not None and dcode != dom_code:
                 continue
@@ -388,24 +389,24 @@ class ThompsonSampler(Sampler):
                 if m:
                     loose.append(grows[st.last_step(grows) < 0])
                 continue
-            k = min(q, m)
-            pick = self._random_fresh(grows, m, k)
-            a, b = st.posterior(pick[:1], step)
-            a, b = float(a[0]), float(b[0])
+            fresh.append((grows, m, min(q, m)))
+            head = grows[:64]  # any fresh row will do, and one is usually among the first
+            head = head[st.last_step(head) < 0]
+            reps.append(int(head[0]) if len(head) else int(self._random_fresh(grows, m, 1)[0]))
+        if not fresh:
+            return (np.arange(len(st)) if rows is None else rows), self._scores(rows, step)
+        ga, gb = st.posterior(np.array(reps), step)
+        for (_, m, k), a, b in zip(fresh, ga.tolist(), gb.tolist(), strict=True):
             mean = a / (a + b)
             if temp == 0.0:
                 one = (beta_informative(np.array([a]), np.array([b]), g) if self.predictive
                        else _informative(np.array([mean]), g))
-                sc = np.full(k, float(one[0])) + 1e-9 * self.rng.random(k)
-                pick_scores.append(sc)
+                pick_scores.append(np.full(k, float(one[0])) + 1e-9 * self.rng.random(k))
             else:
                 # tempered draw p' = mean + T (p - mean): |p' - 1/2| = T |p - c|
                 draws.append((a, b, m, k, 0.5 - (1.0 - temp) * (mean - 0.5) / temp))
-            picks.append(pick)
         if draws:  # each group's k smallest uniforms; their quantiles come below
             us = [smallest_uniforms(int(d[2]), int(d[3]), self.rng) for d in draws]
-        if not picks:
-            return (np.arange(len(st)) if rows is None else rows), self._scores(rows, step)
         seen, small = st.seen_rows(), pg.small_rows
         if dom_code is not None:
             seen = seen[st.domain_codes[seen] == dom_code]
@@ -414,7 +415,10 @@ class ThompsonSampler(Sampler):
         base_sc = self._scores(base, step)
         if draws:
             pick_scores = self._group_scores(draws, us, base_sc, q)
-            picks = [pk[:len(sc)] for pk, sc in zip(picks, pick_scores, strict=True)]
+        # the draws are exchangeable over a group's fresh rows: they go to rows chosen
+        # uniformly at random, only as many as have a score
+        picks = [self._random_fresh(grows, m, len(sc))
+                 for (grows, m, _), sc in zip(fresh, pick_scores, strict=True)]
         cand = np.concatenate([base, *picks])
         return cand, np.concatenate([base_sc, *pick_scores])
 
@@ -424,21 +428,26 @@ class ThompsonSampler(Sampler):
 
         A group's draws come best first, so once its last computed score is
         below the q-th best score in hand, none of its later draws can make the
-        batch: their quantiles are never computed. Exact: the same values the
-        full computation gives for every draw that can be chosen.
+        batch: their quantiles are never computed. The groups still in reach
+        get the next draws in chunks that double, all groups in one search per
+        round. Exact: the same values the full computation gives for every draw
+        that can be chosen.
         """
         g, temp = self.group_size, self.temperature
         a, b, _, _, c = (np.array(x) for x in zip(*draws, strict=True))
-        k1 = min(max(len(u) for u in us), 32 + 2 * q // len(us))
-        scores = [_informative(0.5 + temp * d, g)
-                  for d in distance_quantiles_many(a, b, [u[:k1] for u in us], c)]
-        pool = np.concatenate([base_sc, *scores])
-        tau = np.partition(pool, len(pool) - q)[len(pool) - q] if len(pool) > q else -np.inf
-        more = [i for i, u in enumerate(us) if len(u) > k1 and scores[i][-1] >= tau]
-        if more:
-            rest = distance_quantiles_many(a[more], b[more], [us[i][k1:] for i in more], c[more])
-            for i, d in zip(more, rest, strict=True):
+        scores: list[np.ndarray] = [np.zeros(0) for _ in us]
+        search = DistanceSearch(a, b, c, np.array([u[-1] for u in us]))
+        todo, chunk = list(range(len(us))), max(8, -(-q // len(us)))
+        while todo:
+            ends = [min(len(us[i]), len(scores[i]) + chunk) for i in todo]
+            found = search.quantiles(np.array(todo), [us[i][len(scores[i]):e]
+                                                      for i, e in zip(todo, ends, strict=True)])
+            for i, d in zip(todo, found, strict=True):
                 scores[i] = np.concatenate([scores[i], _informative(0.5 + temp * d, g)])
+            pool = np.concatenate([base_sc, *scores])
+            tau = np.partition(pool, len(pool) - q)[len(pool) - q] if len(pool) > q else -np.inf
+            todo = [i for i in todo if len(scores[i]) < len(us[i]) and scores[i][-1] >= tau]
+            chunk *= 2
         return scores
 
     def _random_fresh(self, grows: np.ndarray, m: int, k: int) -> np.ndarray:

@@ -517,7 +517,8 @@ class SampleStats:
         if p.prompt_strength is not None:
             return float(p.prompt_strength)
         if self._fitted is None or self._fitted[0] != self._version:
-            rows = np.flatnonzero(~np.isnan(self._first_mean))
+            rows = self.seen_rows()  # a first group is among the seen rows: O(seen), not O(n)
+            rows = rows[~np.isnan(self._first_mean[rows])]
             mu = self.groups.leaf_means(rows, self.step, p.group_half_life, p.group_strength)
             age = (self.step - self._first_step[rows]).astype(np.float64)
             w = None if p.group_half_life is None else np.exp2(-age / p.group_half_life)

@@ -333,3 +333,27 @@ def test_predictive_scores_on_shared_prior_groups_equal_the_store_probability():
     assert np.all(np.diff(th.last_selection["score"]) <= 1e-8)
     rest = np.setdiff1d(np.arange(n), rows)
     assert stats.informative_prob(rest, step=2).max() <= th.last_selection["score"].min() + 1e-8
+
+
+def test_distance_quantiles_match_bisection_also_before_the_support():
+    """A tempered center outside [0, 1] leaves a stretch of zero density before the
+    support; Newton alone stalled there (0.004 off). The search must bisect out of it."""
+    from scipy import stats as sps
+
+    from sampling.betadist import distance_quantiles_many, smallest_uniforms
+
+    rng = np.random.default_rng(0)
+    a = np.array([39.2, 27.6, 2.0, 0.5, 8.0])
+    b = np.array([2.4, 3.9, 5.0, 0.7, 8.0])
+    c = np.array([1.44, 1.46, -0.3, 0.5, 0.2])
+    us = [smallest_uniforms(30_000, 40, rng) for _ in a]
+    got = distance_quantiles_many(a, b, us, c)
+    for i in range(len(a)):
+        def cdf(d, i=i):
+            return sps.beta.cdf(c[i] + d, a[i], b[i]) - sps.beta.cdf(c[i] - d, a[i], b[i])
+        for u, d in zip(us[i], got[i], strict=True):
+            lo, hi = 0.0, max(abs(c[i]), abs(1 - c[i]))
+            for _ in range(80):
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if cdf(mid) < u else (lo, mid)
+            assert abs(d - hi) < 1e-9, (i, u, d, hi)
