@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from curate.lazy import lazy_import
 from sampling.betadist import DistanceSearch, smallest_uniforms
@@ -35,12 +35,20 @@ if TYPE_CHECKING:
 else:  # loaded on first use, so reading a config stays fast (see curate.lazy)
     np = lazy_import("numpy")
 
+# {domain: share}, or "pool" for each domain's share of the pool (see Sampler)
+DomainWeights = Mapping[str, float] | Literal["pool"] | None
+
 
 class Sampler:
     """Base class: quotas, bookkeeping, state.  Subclasses implement `_choose`.
 
     Every sampler takes `weights` (domain -> share) and fills each batch by those
-    quotas; `state_dict` / `load_state_dict` carry its RNG and bookkeeping.
+    quotas; `weights="pool"` stratifies by domain: each domain's share is its
+    share of the pool, as uniform sampling would give on average, so a sampler
+    ranks prompts within a domain but cannot starve one (a domain that looks
+    hopeless now is often the one the policy can still learn; see
+    docs/sampling.md). `state_dict` / `load_state_dict` carry its RNG and
+    bookkeeping.
 
     >>> stats = SampleStats([f"m{i}" for i in range(6)] + [f"c{i}" for i in range(6)],
     ...                     domains=["math"] * 6 + ["code"] * 6)
@@ -52,7 +60,7 @@ class Sampler:
     name = "base"
 
     def __init__(self, stats: SampleStats, group_size: int = 8, seed: int = 0,
-                 weights: Mapping[str, float] | None = None, skip_flat: float = 0.0) -> None:
+                 weights: DomainWeights = None, skip_flat: float = 0.0) -> None:
         if not isinstance(group_size, int) or group_size < 2:
             raise ValueError(f"group_size must be an int >= 2, got {group_size!r}")
         if not 0.0 <= skip_flat < 1.0:
@@ -60,6 +68,11 @@ class Sampler:
         self._stats = stats
         self.group_size = group_size
         self.seed = seed
+        if weights == "pool":
+            weights = {d: float(len(r)) for d, r in zip(stats.domains, stats.domain_rows(),
+                                                        strict=True) if len(r)}
+        elif isinstance(weights, str):
+            raise ValueError(f"weights must be a {{domain: share}} table or \"pool\", got {weights!r}")
         self.weights = dict(weights) if weights is not None else None
         self.skip_flat = float(skip_flat)
         self.rng = np.random.default_rng(seed)
@@ -209,7 +222,7 @@ class UniformSampler(Sampler):
     name = "uniform"
 
     def __init__(self, stats: SampleStats, group_size: int = 8, seed: int = 0,
-                 weights: Mapping[str, float] | None = None, skip_flat: float = 0.0) -> None:
+                 weights: DomainWeights = None, skip_flat: float = 0.0) -> None:
         super().__init__(stats, group_size, seed, weights, skip_flat)
         self._streams: dict[str, dict[str, Any]] = {}
 
@@ -315,7 +328,7 @@ class ThompsonSampler(Sampler):
     def __init__(self, stats: SampleStats, group_size: int = 8, seed: int = 0,
                  pool_factor: float | None = None, temperature: float = 1.0,
                  coverage: float = 0.0, coverage_window: int = 10,
-                 weights: Mapping[str, float] | None = None, predictive: bool = False,
+                 weights: DomainWeights = None, predictive: bool = False,
                  max_staleness: int | None = None, skip_flat: float = 0.0,
                  min_gap: int = 0) -> None:
         super().__init__(stats, group_size, seed, weights, skip_flat)
@@ -568,7 +581,7 @@ class VarianceAwareSampler(Sampler):
     def __init__(self, stats: SampleStats, group_size: int = 8, seed: int = 0,
                  lam: float = 0.8, w_outcome: float = 0.8, w_diversity: float = 0.2,
                  pool_factor: float | None = None,
-                 weights: Mapping[str, float] | None = None, skip_flat: float = 0.0) -> None:
+                 weights: DomainWeights = None, skip_flat: float = 0.0) -> None:
         super().__init__(stats, group_size, seed, weights, skip_flat)
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"lam must be in [0, 1], got {lam!r}")
@@ -637,7 +650,7 @@ class FilterSampler(UniformSampler):
     name = "filter"
 
     def __init__(self, stats: SampleStats, group_size: int = 8, seed: int = 0,
-                 oversample: float = 2.0, weights: Mapping[str, float] | None = None,
+                 oversample: float = 2.0, weights: DomainWeights = None,
                  skip_flat: float = 0.0) -> None:
         super().__init__(stats, group_size, seed, weights, skip_flat)
         if not oversample >= 1.0:
@@ -721,7 +734,7 @@ class CurriculumSampler(Sampler):
                  p_max: float = 0.95,
                  stages: tuple[tuple[float, float], ...] = ((0.6, 1.0), (0.3, 0.7), (0.0, 0.4)),
                  stage_steps: int = 100, advance_at: float | None = None,
-                 weights: Mapping[str, float] | None = None, skip_flat: float = 0.0) -> None:
+                 weights: DomainWeights = None, skip_flat: float = 0.0) -> None:
         super().__init__(stats, group_size, seed, weights, skip_flat)
         if mode not in ("target", "staged"):
             raise ValueError(f"mode must be 'target' or 'staged', got {mode!r}")

@@ -357,3 +357,20 @@ def test_distance_quantiles_match_bisection_also_before_the_support():
                 mid = (lo + hi) / 2
                 lo, hi = (mid, hi) if cdf(mid) < u else (lo, mid)
             assert abs(d - hi) < 1e-9, (i, u, d, hi)
+
+
+def test_pool_weights_stratify_by_domain_so_no_domain_is_starved():
+    """weights="pool": each domain gets its pool share of the batch, even one that
+    looks hopeless (never solved) and that Thompson alone would skip."""
+    ids = [f"h{i}" for i in range(200)] + [f"e{i}" for i in range(600)]
+    stats = SampleStats(ids, domains=["hard"] * 200 + ["easy"] * 600)
+    rng = np.random.default_rng(0)
+    seen = ids[:100] + ids[200:500]
+    rewards = [0.0] * 800 + (rng.random(2400) < 0.5).astype(float).tolist()
+    stats.update([i for i in seen for _ in range(8)], rewards, step=1)
+    free = ThompsonSampler(stats, seed=0).next_batch(40, step=2)
+    strat = ThompsonSampler(stats, seed=0, weights="pool").next_batch(40, step=2)
+    assert sum(i.startswith("h") for i in strat) == 10  # 200 / 800 of 40
+    assert sum(i.startswith("h") for i in free) < 10
+    with pytest.raises(ValueError, match='"pool"'):
+        ThompsonSampler(stats, weights="pol")
