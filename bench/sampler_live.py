@@ -15,6 +15,8 @@ informative ones are in hand and updates on exactly those) with three samplers:
 - shared_cover: `shared` with a staleness bound (no prompt unpicked for more than
   20 steps), so that the several-epochs pool is trained on as a whole;
 - shared_gap: `shared` with a 6-step cooldown (`min_gap`), for the same reason.
+- shared_strat: `shared` stratified by domain (`weights="pool"`): each domain
+  gets its pool share of every round's picks, and Thompson ranks within it.
 
 Two data regimes: one pass (the RL pool is larger than what uniform draws, so
 uniform never sees a prompt twice) and several epochs (a small pool that
@@ -62,6 +64,7 @@ ARMS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "shared_greedy": ("thompson", {"temperature": 0.0, "predictive": True}, SHARED_STORE),
     "shared_cover": ("thompson", {"max_staleness": 20}, SHARED_STORE),
     "shared_gap": ("thompson", {"min_gap": 6}, SHARED_STORE),
+    "shared_strat": ("thompson", {"weights": "pool"}, SHARED_STORE),
 }
 
 

@@ -24,8 +24,14 @@ import threading
 from collections.abc import Sequence
 from fractions import Fraction
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import polars as pl
+from curate.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import polars as pl
+else:  # loaded on first use, so reading a config stays fast (see curate.lazy)
+    pl = lazy_import("polars")
 
 ANSWER_TYPES = ("numeric", "choice", "expression", "text")
 CHOICE_LETTERS = "ABCDEFGHIJ"

@@ -152,6 +152,23 @@ def format_errors(exc: ValidationError, *, section: str = "", source: str = "",
 
 
 # ------------------------------------------------------- parameters of a callable
+def _annotation(func: Callable[..., Any], annotation: Any) -> Any:
+    """One parameter's annotation, evaluated (strings under postponed evaluation).
+
+    Only the parameters a config can set are evaluated, never `df: pl.DataFrame`
+    or the return type, so checking a stage's keys does not import polars; an
+    annotation that does not resolve accepts any value and the callee checks it.
+    """
+    if annotation is inspect.Parameter.empty:
+        return Any
+    if not isinstance(annotation, str):
+        return annotation
+    try:
+        return eval(annotation, getattr(func, "__globals__", {}))  # noqa: S307 - as typing does
+    except Exception:
+        return Any
+
+
 def signature_model(func: Callable[..., Any], name: str, *, skip: Iterable[str] = (),
                     skip_first: bool = False, extra: dict[str, Any] | None = None
                     ) -> type[BaseModel]:
@@ -165,10 +182,6 @@ def signature_model(func: Callable[..., Any], name: str, *, skip: Iterable[str] 
     >>> sorted(signature_model(f, "f", skip_first=True).model_fields)
     ['mode', 'n']
     """
-    try:
-        hints = typing.get_type_hints(func)
-    except Exception:  # unresolvable annotations: accept any value, the callee checks it
-        hints = {}
     params = list(inspect.signature(func).parameters.values())
     if skip_first:
         params = params[1:]
@@ -178,7 +191,7 @@ def signature_model(func: Callable[..., Any], name: str, *, skip: Iterable[str] 
         if p.name in skipped or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         default = ... if p.default is inspect.Parameter.empty else p.default
-        fields[p.name] = (hints.get(p.name, Any), default)
+        fields[p.name] = (_annotation(func, p.annotation), default)
     fields.update(extra or {})
     return create_model(f"{name}_params", __config__=ConfigDict(extra="forbid",
                                                                 arbitrary_types_allowed=True),

@@ -29,15 +29,22 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
-from typing import Literal
-
-import numpy as np
-import polars as pl
+from typing import TYPE_CHECKING, Literal
 
 from curate.config import signature_model
 from curate.errors import ConfigError
-from curate.minhash import shingle_hashes64
+from curate.lazy import lazy_import
 from curate.stage import DROP_REASON, SpecView, StageContext, StageOutput, Step
+
+if TYPE_CHECKING:
+    import numpy as np
+    import polars as pl
+
+    from curate import minhash
+else:  # loaded on first use, so reading a config stays fast (see curate.lazy)
+    np = lazy_import("numpy")
+    pl = lazy_import("polars")
+    minhash = lazy_import("curate.minhash")
 
 Method = Literal["ngram", "embedding", "both"]
 METHODS = ("ngram", "embedding", "both")
@@ -52,7 +59,7 @@ def _ngram_frame(texts: Sequence[str | None], n: int, who: str) -> tuple[pl.Data
     """Distinct (who, h) n-gram hashes per text, and each text's distinct n-gram count."""
     import pyarrow as pa
 
-    sh = shingle_hashes64(pa.array(list(texts), type=pa.large_string()), n)
+    sh = minhash.shingle_hashes64(pa.array(list(texts), type=pa.large_string()), n)
     frame = pl.DataFrame(
         {who: np.repeat(np.arange(len(texts), dtype=np.int64), sh.counts), "h": sh.hashes}
     ).unique(maintain_order=True)

@@ -16,24 +16,32 @@ representative's id.
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-
-import numpy as np
-import polars as pl
+from typing import TYPE_CHECKING
 
 from curate.answers import normalize_answer
-from curate.minhash import EMPTY, minhash_signatures, odd_keys
+from curate.lazy import lazy_import
 from curate.stage import DROP_REASON, StageOutput
+
+if TYPE_CHECKING:
+    import numpy as np
+    import polars as pl
+
+    from curate import minhash
+else:  # loaded on first use, so reading a config stays fast (see curate.lazy)
+    np = lazy_import("numpy")
+    pl = lazy_import("polars")
+    minhash = lazy_import("curate.minhash")
 
 _ROW = "__dedup_row"
 _KEY = "__dedup_key"
 _MAX_BUCKET_PAIRS = 64  # buckets larger than this are linked as a star, not all pairs
 # odd multipliers of the band hash that finds the rows sharing an LSH bucket
-_BAND_KEYS = odd_keys(0xB4D, 64)
 
 
 def normalize_text(col: str | pl.Expr) -> pl.Expr:
@@ -124,11 +132,17 @@ def dedup_exact(df: pl.DataFrame, *, text_col: str = "prompt") -> StageOutput:
     return _split_clusters(df, key, "exact_duplicate", {})
 
 
+@functools.cache
+def _band_keys() -> np.ndarray:
+    return minhash.odd_keys(0xB4D, 64)
+
+
 def _band_hash(band: np.ndarray) -> np.ndarray:
     """A 64-bit hash of each row of a (rows, r) uint32 band: equal bands, equal hashes."""
+    band_keys = _band_keys()
     h = np.zeros(len(band), np.uint64)
     for j in range(band.shape[1]):
-        h += band[:, j].astype(np.uint64) * _BAND_KEYS[j % len(_BAND_KEYS)]
+        h += band[:, j].astype(np.uint64) * band_keys[j % len(band_keys)]
         h ^= h >> np.uint64(29)
     return h
 
@@ -299,7 +313,7 @@ def near_duplicate_clusters(
     """
     n, num_perm = sig.shape
     t0 = time.perf_counter()
-    nonempty = np.flatnonzero(~(sig == EMPTY).all(axis=1))
+    nonempty = np.flatnonzero(~(sig == minhash.EMPTY).all(axis=1))
     lsh, buckets = lsh_index(sig, nonempty, threshold=threshold, params=lsh_params(threshold, num_perm))
     pairs = _bucket_pairs(buckets)
     bands, rows_per_band = lsh.b, lsh.r
@@ -426,7 +440,7 @@ def dedup_near(
         raise ValueError(f"dedup_near: threshold must be in (0, 1], got {threshold}")
     t0 = time.perf_counter()
     texts = df.get_column(text_col).cast(pl.Utf8).to_arrow()
-    sig = minhash_signatures(texts, num_perm=num_perm, shingle_size=shingle_size, seed=seed)
+    sig = minhash.minhash_signatures(texts, num_perm=num_perm, shingle_size=shingle_size, seed=seed)
     t_sig = time.perf_counter() - t0
     labels, info = near_duplicate_clusters(sig, threshold=threshold, seed=seed)
     info = {"seconds_signatures": round(t_sig, 4), **info}

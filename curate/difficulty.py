@@ -23,12 +23,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import polars as pl
+from typing import TYPE_CHECKING
 
 from curate.config import signature_model
 from curate.errors import ConfigError, DataError
+from curate.lazy import lazy_import
 from curate.stage import DROP_REASON, SpecView, StageContext, StageOutput, Step
+
+if TYPE_CHECKING:
+    import polars as pl
+else:  # loaded on first use, so reading a config stays fast (see curate.lazy)
+    pl = lazy_import("polars")
 
 
 def read_pass_rates(run: str | os.PathLike) -> pl.DataFrame:

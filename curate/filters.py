@@ -22,11 +22,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-
-import polars as pl
+from typing import TYPE_CHECKING
 
 from curate.answers import ANSWER_TYPES, CHOICE_LETTERS, _choice_letter, math_parseable
+from curate.lazy import lazy_import
 from curate.stage import DROP_REASON, StageOutput, split_by_mask
+
+if TYPE_CHECKING:
+    import polars as pl
+else:  # loaded on first use, so reading a config stays fast (see curate.lazy)
+    pl = lazy_import("polars")
 
 
 def _split_reasons(df: pl.DataFrame, reason: pl.Expr) -> StageOutput:

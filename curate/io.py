@@ -11,12 +11,15 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any
 
 from curate.errors import DataError
+from curate.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+else:  # loaded on first use, so reading a config stays fast (see curate.lazy)
+    pa = lazy_import("pyarrow")
 
 
 def _default_mode() -> int:
@@ -47,6 +50,7 @@ def write_parquet_atomic(table: pa.Table, path: str | os.PathLike, **kwargs: Any
     True
     """
     path = Path(path)
+    import pyarrow.parquet as pq
     tmp = _tmp_beside(path)
     try:
         pq.write_table(table, tmp, **kwargs)
@@ -103,6 +107,7 @@ def read_table(path: str | os.PathLike) -> pa.Table:
     p = Path(path)
     if not p.exists():
         raise DataError(f"data file {str(path)!r} not found")
+    import pyarrow.parquet as pq
     if p.is_dir() or p.suffix in (".parquet", ".pq"):
         reader = pq.read_table
     elif p.suffix in (".jsonl", ".json", ".csv"):

@@ -25,13 +25,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import polars as pl
 from pydantic import BaseModel
 
 from curate.config import signature_model, validate_params
 from curate.errors import ConfigError
+from curate.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import polars as pl
+else:  # loaded on first use, so reading a config stays fast (see curate.lazy)
+    pl = lazy_import("polars")
 
 DROP_REASON = "drop_reason"
 

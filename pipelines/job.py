@@ -21,16 +21,20 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
 from curate.config import Config, read_toml
 from curate.errors import ConfigError
 from curate.io import read_table, write_json_atomic, write_parquet_atomic, write_text_atomic
+from curate.lazy import lazy_import
 from trainer.config import GRPOConfig, SFTConfig
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+else:  # loaded on first use, so reading a config stays fast (see curate.lazy)
+    pa = lazy_import("pyarrow")
 
 # Set once per job, in [run]: the trainers' own `seed` / `device` come from there.
 JOB_WIDE = ("seed", "device")
@@ -350,6 +354,7 @@ def curate_split(raw: Path, held_out: Path, out_dir: Path, name: str, images: bo
 
     spec = curation_spec(raw, held_out, name, images)
     manifest = run_curation(spec, out_dir, progress=False)
+    import pyarrow.parquet as pq
     rows = sum(pq.read_metadata(p).num_rows for p in out_dir.glob("*.parquet"))
     return {"rows": rows, "rows_in": manifest.get("rows_in"), "dropped": manifest.get("dropped"),
             "manifest": str(out_dir / "manifest.json")}
@@ -382,6 +387,7 @@ def read_split(run_dir: Path, name: str) -> pa.Table:
     files = sorted((run_dir / "data" / name).glob("*.parquet"))
     if not files:
         raise FileNotFoundError(f"no Parquet files under {run_dir / 'data' / name}")
+    import pyarrow.parquet as pq
     return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
 
 
@@ -434,6 +440,7 @@ def run_job(cfg: RunConfig, run_dir: str | os.PathLike | None = None, progress: 
     def run_eval(m, step: int, phase: str, samples: pa.Table = held_out) -> pa.Table:
         path = run_dir / "eval" / f"{phase}.parquet"
         if path.exists():
+            import pyarrow.parquet as pq
             return pq.read_table(path)
         parts = [evaluate(m, tok, samples, ev.max_new_tokens, step=step, phase=phase,
                           batch_size=ev.batch_size)]

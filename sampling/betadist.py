@@ -21,7 +21,14 @@ drawing all m and keeping the best k, up to floating-point error.
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
+
+from curate.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # loaded on first use, so reading a config stays fast (see curate.lazy)
+    np = lazy_import("numpy")
 
 
 def betainc(a: float, b: float, x: np.ndarray) -> np.ndarray:
@@ -66,12 +73,8 @@ def best_distances(a: float, b: float, m: int, k: int, rng: np.random.Generator,
 
 
 def distance_quantiles_many(a: np.ndarray, b: np.ndarray, us: list[np.ndarray],
-                            center: np.ndarray, grid: int = 256) -> list[np.ndarray]:
+                            center: np.ndarray) -> list[np.ndarray]:
     """`distance_quantiles` of group i at the probabilities us[i], all groups in one search.
-
-    A table of the CDF of |p - center| on a grid of `grid` steps per group, a
-    linear interpolation in it, then four Newton steps kept inside the bracket:
-    the cost is that of one group whatever their number.
 
     >>> distance_quantiles_many(np.array([1.0]), np.array([1.0]), [np.array([0.5])],
     ...                         np.array([0.5]))[0].round(12).tolist()
@@ -79,42 +82,117 @@ def distance_quantiles_many(a: np.ndarray, b: np.ndarray, us: list[np.ndarray],
     """
     if not us:
         return []
-    from scipy.special import gammaln
+    reach = np.array([float(np.max(u, initial=0.0)) for u in us])
+    return DistanceSearch(a, b, center, reach).quantiles(np.arange(len(us)), us)
 
-    width = max(len(u) for u in us)
-    u = np.zeros((len(us), width))
-    for i, ui in enumerate(us):
-        u[i, :len(ui)] = ui
-    a2, b2, c2 = (np.asarray(x, dtype=np.float64)[:, None] for x in (a, b, center))
-    lbeta = gammaln(a2 + b2) - gammaln(a2) - gammaln(b2)
 
-    def cdf(d: np.ndarray) -> np.ndarray:
-        return betainc(a2, b2, c2 + d) - betainc(a2, b2, c2 - d)
+class DistanceSearch:
+    """Quantiles of |p - center| for p ~ Beta(a_i, b_i), many groups at once.
 
-    def pdf(d: np.ndarray) -> np.ndarray:
-        out = np.zeros_like(d)
-        for x in (c2 + d, c2 - d):
-            xc = np.clip(x, 1e-300, 1.0 - 1e-16)
-            dens = np.exp(lbeta + (a2 - 1.0) * np.log(xc) + (b2 - 1.0) * np.log1p(-xc))
-            out += np.where((x > 0) & (x < 1), dens, 0.0)
+    Built once per step: a table of each group's CDF on `coarse` steps over the
+    whole range, then a second table of `grid` steps over the part that
+    `reach[i]` (the largest probability that will be asked of group i) covers;
+    the draws a sampler asks for are the smallest of many, so that part is
+    narrow. `quantiles` interpolates in it, then runs a safeguarded Newton:
+    each quantile keeps a bracket, and a step that leaves it, or meets zero
+    density (a tempered center outside [0, 1] puts a flat stretch before the
+    support), bisects instead. Only the quantiles not yet within `tol` are
+    evaluated again, so the cost is about that of one group whatever their
+    number, and asking in several rounds does not rebuild the tables.
+
+    >>> s = DistanceSearch(np.array([1.0, 2.0]), np.array([1.0, 2.0]), np.array([0.5, 0.5]),
+    ...                    np.array([0.5, 0.5]))
+    >>> [d.round(12).tolist() for d in s.quantiles(np.array([0]), [np.array([0.2, 0.5])])]
+    [[0.1, 0.25]]
+    """
+
+    def __init__(self, a: np.ndarray, b: np.ndarray, center: np.ndarray, reach: np.ndarray,
+                 grid: int = 32, coarse: int = 16, tol: float = 1e-12) -> None:
+        from scipy.special import gammaln
+
+        self.a, self.b, self.c = (np.asarray(x, dtype=np.float64) for x in (a, b, center))
+        self.lbeta = gammaln(self.a + self.b) - gammaln(self.a) - gammaln(self.b)
+        self.grid, self.tol = grid, tol
+        a2, b2, c2 = self.a[:, None], self.b[:, None], self.c[:, None]
+        dg, fg = self._table(np.maximum(np.abs(c2), np.abs(1.0 - c2)), a2, b2, c2, coarse)
+        first = (fg < np.asarray(reach, dtype=np.float64)[:, None]).sum(axis=1, keepdims=True)
+        top = np.take_along_axis(dg, np.minimum(first, coarse), 1)
+        self.dg, self.fg = self._table(top, a2, b2, c2, grid)
+        self.pg = self._pdf(self.dg, a2, b2, c2, self.lbeta[:, None])  # slopes for the start
+
+    @staticmethod
+    def _pdf(d: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray, lbeta: np.ndarray
+             ) -> np.ndarray:
+        """Density of |p - c| at d: the Beta density at c + d plus at c - d (inside (0, 1))."""
+        out = np.zeros(np.broadcast_shapes(d.shape, a.shape))
+        for y in (c + d, c - d):
+            yc = np.clip(y, 1e-300, 1.0 - 1e-16)
+            dens = np.exp(lbeta + (a - 1.0) * np.log(yc) + (b - 1.0) * np.log1p(-yc))
+            out += np.where((y > 0) & (y < 1), dens, 0.0)
         return out
 
-    dmax = np.maximum(np.abs(c2), np.abs(1.0 - c2))
-    dg = np.linspace(0.0, 1.0, grid + 1)[None, :] * dmax
-    fg = np.maximum.accumulate(cdf(dg), axis=1)  # guard monotonicity against rounding
-    hi = np.stack([np.searchsorted(fg[i], u[i], side="left") for i in range(len(us))])
-    hi = np.clip(hi, 1, grid)
-    lo = hi - 1
-    flo, fhi = np.take_along_axis(fg, lo, 1), np.take_along_axis(fg, hi, 1)
-    dlo, dhi = np.take_along_axis(dg, lo, 1), np.take_along_axis(dg, hi, 1)
-    span = fhi - flo
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frac = np.where(span > 0, (u - flo) / span, 0.5)
-    d = dlo + np.clip(frac, 0.0, 1.0) * (dhi - dlo)
-    for _ in range(4):  # Newton, kept inside the bracket
-        f = cdf(d) - u
-        fp = pdf(d)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            step = np.where(fp > 0, f / fp, 0.0)
-        d = np.clip(d - step, dlo, dhi)
-    return [d[i, :len(ui)] for i, ui in enumerate(us)]
+    @staticmethod
+    def _cdf(d: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+        return betainc(a, b, c + d) - betainc(a, b, c - d)
+
+    def _table(self, top: np.ndarray, a2: np.ndarray, b2: np.ndarray, c2: np.ndarray, steps: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+        dg = np.linspace(0.0, 1.0, steps + 1)[None, :] * top
+        # running max: guard monotonicity against rounding
+        return dg, np.maximum.accumulate(self._cdf(dg, a2, b2, c2), axis=1)
+
+    @staticmethod
+    def _start(u: np.ndarray, flo: np.ndarray, fhi: np.ndarray, dlo: np.ndarray,
+               dhi: np.ndarray, plo: np.ndarray, phi: np.ndarray) -> np.ndarray:
+        """Starting points: the inverse CDF as a cubic Hermite in each table cell.
+
+        The slopes of d(u) at the cell's ends are 1 / density; where a slope is
+        missing (zero density) or would make the cubic non-monotone
+        (Fritsch-Carlson), the cell is interpolated linearly instead. An error
+        of order h^4 leaves one Newton step for most quantiles.
+        """
+        span_f, span_d = fhi - flo, dhi - dlo
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            t = np.clip(np.where(span_f > 0, (u - flo) / span_f, 0.5), 0.0, 1.0)
+            m0 = span_f / (plo * span_d)  # end slopes in cell units (linear: 1)
+            m1 = span_f / (phi * span_d)
+        ok = np.isfinite(m0) & np.isfinite(m1) & (m0 >= 0) & (m1 >= 0) & (m0 <= 3) & (m1 <= 3)
+        m0, m1 = np.where(ok, m0, 1.0), np.where(ok, m1, 1.0)
+        t2, t3 = t * t, t * t * t
+        shape = (t3 - 2 * t2 + t) * m0 + (-2 * t3 + 3 * t2) + (t3 - t2) * m1
+        return dlo + np.clip(shape, 0.0, 1.0) * span_d
+
+    def quantiles(self, groups: np.ndarray, us: list[np.ndarray]) -> list[np.ndarray]:
+        """d with P(|p - c_i| <= d) = u for each u in us[j], group i = groups[j]."""
+        groups = np.asarray(groups, dtype=np.int64)
+        sizes = [len(u) for u in us]
+        owner = np.repeat(groups, sizes)
+        u = np.concatenate([np.asarray(x, dtype=np.float64) for x in us]) if us else np.zeros(0)
+        fg, dg = self.fg[owner], self.dg[owner]
+        hi = np.clip((fg < u[:, None]).sum(axis=1), 1, self.grid)[:, None]
+        lo = hi - 1
+        flo, fhi = np.take_along_axis(fg, lo, 1)[:, 0], np.take_along_axis(fg, hi, 1)[:, 0]
+        dlo, dhi = np.take_along_axis(dg, lo, 1)[:, 0], np.take_along_axis(dg, hi, 1)[:, 0]
+        plo, phi = np.take_along_axis(self.pg[owner], lo, 1)[:, 0], np.take_along_axis(self.pg[owner], hi, 1)[:, 0]
+        d = self._start(u, flo, fhi, dlo, dhi, plo, phi)
+        act = np.flatnonzero(dhi - dlo > self.tol)
+        for _ in range(100):
+            if not len(act):
+                break
+            g = owner[act]
+            A, B, C, x = self.a[g], self.b[g], self.c[g], d[act]
+            f = self._cdf(x, A, B, C) - u[act]
+            lo_a = np.where(f < 0, x, dlo[act])
+            hi_a = np.where(f >= 0, x, dhi[act])
+            dlo[act], dhi[act] = lo_a, hi_a
+            fp = self._pdf(x, A, B, C, self.lbeta[g])
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                newton = x - f / fp
+            inside = (fp > 0) & (newton >= lo_a) & (newton <= hi_a)
+            nxt = np.where(f == 0, x, np.where(inside, newton, 0.5 * (lo_a + hi_a)))
+            d[act] = nxt
+            # a Newton step under 1e-7 leaves an error of order its square: done
+            done = (np.abs(nxt - x) <= self.tol) | (hi_a - lo_a <= self.tol)
+            done |= inside & (np.abs(nxt - x) <= 1e-7)
+            act = act[~done]
+        return np.split(d, np.cumsum(sizes)[:-1]) if us else []

@@ -16,9 +16,15 @@ with 10 equal-width bins of the prediction (the usual definition).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from curate.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # loaded on first use, so reading a config stays fast (see curate.lazy)
+    np = lazy_import("numpy")
+
 
 
 def calibration_bins(predicted: np.ndarray, observed: np.ndarray, bins: int = 10

@@ -37,8 +37,15 @@ count for much; a large m (prompts alike) lets the group decide.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
+from curate.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # loaded on first use, so reading a config stays fast (see curate.lazy)
+    np = lazy_import("numpy")
+
 
 MIN_STRENGTH, MAX_STRENGTH = 0.05, 200.0
 _SEP = "\x1f"

@@ -23,20 +23,32 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-
-from sampling.betadist import distance_quantiles_many, smallest_uniforms
+from curate.lazy import lazy_import
+from sampling.betadist import DistanceSearch, smallest_uniforms
 from sampling.quota import domain_quotas
 from sampling.store import PRIOR_GROUP_MIN, SampleStats, beta_informative
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # loaded on first use, so reading a config stays fast (see curate.lazy)
+    np = lazy_import("numpy")
+
+# {domain: share}, or "pool" for each domain's share of the pool (see Sampler)
+DomainWeights = Mapping[str, float] | Literal["pool"] | None
 
 
 class Sampler:
     """Base class: quotas, bookkeeping, state.  Subclasses implement `_choose`.
 
     Every sampler takes `weights` (domain -> share) and fills each batch by those
-    quotas; `state_dict` / `load_state_dict` carry its RNG and bookkeeping.
+    quotas; `weights="pool"` stratifies by domain: each domain's share is its
+    share of the pool, as uniform sampling would give on average, so a sampler
+    ranks prompts within a domain but cannot starve one (a domain that looks
+    hopeless now is often the one the policy can still learn; see
+    docs/sampling.md). `state_dict` / `load_state_dict` carry its RNG and
+    bookkeeping.
 
     >>> stats = SampleStats([f"m{i}" for i in range(6)] + [f"c{i}" for i in range(6)],
     ...                     domains=["math"] * 6 + ["code"] * 6)
@@ -48,7 +60,7 @@ class Sampler:
     name = "base"
 
     def __init__(self, stats: SampleStats, group_size: int = 8, seed: int = 0,
-                 weights: Mapping[str, float] | None = None, skip_flat: float = 0.0) -> None:
+                 weights: DomainWeights = None, skip_flat: float = 0.0) -> None:
         if not isinstance(group_size, int) or group_size < 2:
             raise ValueError(f"group_size must be an int >= 2, got {group_size!r}")
         if not 0.0 <= skip_flat < 1.0:
@@ -56,6 +68,11 @@ class Sampler:
         self._stats = stats
         self.group_size = group_size
         self.seed = seed
+        if weights == "pool":
+            weights = {d: float(len(r)) for d, r in zip(stats.domains, stats.domain_rows(),
+                                                        strict=True) if len(r)}
+        elif isinstance(weights, str):
+            raise ValueError(f"weights must be a {{domain: share}} table or \"pool\", got {weights!r}")
         self.weights = dict(weights) if weights is not None else None
         self.skip_flat = float(skip_flat)
         self.rng = np.random.default_rng(seed)
@@ -205,7 +222,7 @@ class UniformSampler(Sampler):
     name = "uniform"
 
     def __init__(self, stats: SampleStats, group_size: int = 8, seed: int = 0,
-                 weights: Mapping[str, float] | None = None, skip_flat: float = 0.0) -> None:
+                 weights: DomainWeights = None, skip_flat: float = 0.0) -> None:
         super().__init__(stats, group_size, seed, weights, skip_flat)
         self._streams: dict[str, dict[str, Any]] = {}
 
@@ -311,7 +328,7 @@ class ThompsonSampler(Sampler):
     def __init__(self, stats: SampleStats, group_size: int = 8, seed: int = 0,
                  pool_factor: float | None = None, temperature: float = 1.0,
                  coverage: float = 0.0, coverage_window: int = 10,
-                 weights: Mapping[str, float] | None = None, predictive: bool = False,
+                 weights: DomainWeights = None, predictive: bool = False,
                  max_staleness: int | None = None, skip_flat: float = 0.0,
                  min_gap: int = 0) -> None:
         super().__init__(stats, group_size, seed, weights, skip_flat)
@@ -372,10 +389,11 @@ class ThompsonSampler(Sampler):
         dom_code = None if key == "*" else st.domains.index(key)
         threshold = max(PRIOR_GROUP_MIN, 4 * q)
         g, temp = self.group_size, self.temperature
-        picks: list[np.ndarray] = []
         pick_scores: list[np.ndarray] = []
         loose: list[np.ndarray] = []  # never-seen rows of groups too depleted to shortcut
         draws: list[tuple[float, float, int, int, float]] = []  # (a, b, m, k, center) per group
+        fresh: list[tuple[np.ndarray, int, int]] = []  # (rows, m fresh, k wanted) per group
+        reps: list[int] = []  # one fresh row of each: its posterior is the group's
         for gi, (dcode, grows) in enumerate(pg.groups):
             if dom_code is not None and dcode != dom_code:
                 continue
@@ -384,24 +402,24 @@ class ThompsonSampler(Sampler):
                 if m:
                     loose.append(grows[st.last_step(grows) < 0])
                 continue
-            k = min(q, m)
-            pick = self._random_fresh(grows, m, k)
-            a, b = st.posterior(pick[:1], step)
-            a, b = float(a[0]), float(b[0])
+            fresh.append((grows, m, min(q, m)))
+            head = grows[:64]  # any fresh row will do, and one is usually among the first
+            head = head[st.last_step(head) < 0]
+            reps.append(int(head[0]) if len(head) else int(self._random_fresh(grows, m, 1)[0]))
+        if not fresh:
+            return (np.arange(len(st)) if rows is None else rows), self._scores(rows, step)
+        ga, gb = st.posterior(np.array(reps), step)
+        for (_, m, k), a, b in zip(fresh, ga.tolist(), gb.tolist(), strict=True):
             mean = a / (a + b)
             if temp == 0.0:
                 one = (beta_informative(np.array([a]), np.array([b]), g) if self.predictive
                        else _informative(np.array([mean]), g))
-                sc = np.full(k, float(one[0])) + 1e-9 * self.rng.random(k)
-                pick_scores.append(sc)
+                pick_scores.append(np.full(k, float(one[0])) + 1e-9 * self.rng.random(k))
             else:
                 # tempered draw p' = mean + T (p - mean): |p' - 1/2| = T |p - c|
                 draws.append((a, b, m, k, 0.5 - (1.0 - temp) * (mean - 0.5) / temp))
-            picks.append(pick)
         if draws:  # each group's k smallest uniforms; their quantiles come below
             us = [smallest_uniforms(int(d[2]), int(d[3]), self.rng) for d in draws]
-        if not picks:
-            return (np.arange(len(st)) if rows is None else rows), self._scores(rows, step)
         seen, small = st.seen_rows(), pg.small_rows
         if dom_code is not None:
             seen = seen[st.domain_codes[seen] == dom_code]
@@ -410,7 +428,10 @@ class ThompsonSampler(Sampler):
         base_sc = self._scores(base, step)
         if draws:
             pick_scores = self._group_scores(draws, us, base_sc, q)
-            picks = [pk[:len(sc)] for pk, sc in zip(picks, pick_scores, strict=True)]
+        # the draws are exchangeable over a group's fresh rows: they go to rows chosen
+        # uniformly at random, only as many as have a score
+        picks = [self._random_fresh(grows, m, len(sc))
+                 for (grows, m, _), sc in zip(fresh, pick_scores, strict=True)]
         cand = np.concatenate([base, *picks])
         return cand, np.concatenate([base_sc, *pick_scores])
 
@@ -420,21 +441,26 @@ class ThompsonSampler(Sampler):
 
         A group's draws come best first, so once its last computed score is
         below the q-th best score in hand, none of its later draws can make the
-        batch: their quantiles are never computed. Exact: the same values the
-        full computation gives for every draw that can be chosen.
+        batch: their quantiles are never computed. The groups still in reach
+        get the next draws in chunks that double, all groups in one search per
+        round. Exact: the same values the full computation gives for every draw
+        that can be chosen.
         """
         g, temp = self.group_size, self.temperature
         a, b, _, _, c = (np.array(x) for x in zip(*draws, strict=True))
-        k1 = min(max(len(u) for u in us), 32 + 2 * q // len(us))
-        scores = [_informative(0.5 + temp * d, g)
-                  for d in distance_quantiles_many(a, b, [u[:k1] for u in us], c)]
-        pool = np.concatenate([base_sc, *scores])
-        tau = np.partition(pool, len(pool) - q)[len(pool) - q] if len(pool) > q else -np.inf
-        more = [i for i, u in enumerate(us) if len(u) > k1 and scores[i][-1] >= tau]
-        if more:
-            rest = distance_quantiles_many(a[more], b[more], [us[i][k1:] for i in more], c[more])
-            for i, d in zip(more, rest, strict=True):
+        scores: list[np.ndarray] = [np.zeros(0) for _ in us]
+        search = DistanceSearch(a, b, c, np.array([u[-1] for u in us]))
+        todo, chunk = list(range(len(us))), max(8, -(-q // len(us)))
+        while todo:
+            ends = [min(len(us[i]), len(scores[i]) + chunk) for i in todo]
+            found = search.quantiles(np.array(todo), [us[i][len(scores[i]):e]
+                                                      for i, e in zip(todo, ends, strict=True)])
+            for i, d in zip(todo, found, strict=True):
                 scores[i] = np.concatenate([scores[i], _informative(0.5 + temp * d, g)])
+            pool = np.concatenate([base_sc, *scores])
+            tau = np.partition(pool, len(pool) - q)[len(pool) - q] if len(pool) > q else -np.inf
+            todo = [i for i in todo if len(scores[i]) < len(us[i]) and scores[i][-1] >= tau]
+            chunk *= 2
         return scores
 
     def _random_fresh(self, grows: np.ndarray, m: int, k: int) -> np.ndarray:
@@ -555,7 +581,7 @@ class VarianceAwareSampler(Sampler):
     def __init__(self, stats: SampleStats, group_size: int = 8, seed: int = 0,
                  lam: float = 0.8, w_outcome: float = 0.8, w_diversity: float = 0.2,
                  pool_factor: float | None = None,
-                 weights: Mapping[str, float] | None = None, skip_flat: float = 0.0) -> None:
+                 weights: DomainWeights = None, skip_flat: float = 0.0) -> None:
         super().__init__(stats, group_size, seed, weights, skip_flat)
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"lam must be in [0, 1], got {lam!r}")
@@ -624,7 +650,7 @@ class FilterSampler(UniformSampler):
     name = "filter"
 
     def __init__(self, stats: SampleStats, group_size: int = 8, seed: int = 0,
-                 oversample: float = 2.0, weights: Mapping[str, float] | None = None,
+                 oversample: float = 2.0, weights: DomainWeights = None,
                  skip_flat: float = 0.0) -> None:
         super().__init__(stats, group_size, seed, weights, skip_flat)
         if not oversample >= 1.0:
@@ -708,7 +734,7 @@ class CurriculumSampler(Sampler):
                  p_max: float = 0.95,
                  stages: tuple[tuple[float, float], ...] = ((0.6, 1.0), (0.3, 0.7), (0.0, 0.4)),
                  stage_steps: int = 100, advance_at: float | None = None,
-                 weights: Mapping[str, float] | None = None, skip_flat: float = 0.0) -> None:
+                 weights: DomainWeights = None, skip_flat: float = 0.0) -> None:
         super().__init__(stats, group_size, seed, weights, skip_flat)
         if mode not in ("target", "staged"):
             raise ValueError(f"mode must be 'target' or 'staged', got {mode!r}")

@@ -42,13 +42,10 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any
 
 from curate.io import write_parquet_atomic  # the one atomic writer (a leaf module)
+from curate.lazy import lazy_import
 from sampling.diversity import distinct_ngram_ratio
 from sampling.groups import GroupHierarchy, fit_prompt_strength
 from sampling.index import DictIdIndex
@@ -65,6 +62,13 @@ STATS_COLUMNS = (
 RAW_COLUMNS = (
     "prior_p", "ev_success", "ev_failure", "reward_m2", "len_n", "div_n", "last_reward",
 )  # + flat_streak and one group:<key> column per group key (absent in format 1)
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+else:  # loaded on first use, so reading a config stays fast (see curate.lazy)
+    np = lazy_import("numpy")
+    pa = lazy_import("pyarrow")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -513,7 +517,8 @@ class SampleStats:
         if p.prompt_strength is not None:
             return float(p.prompt_strength)
         if self._fitted is None or self._fitted[0] != self._version:
-            rows = np.flatnonzero(~np.isnan(self._first_mean))
+            rows = self.seen_rows()  # a first group is among the seen rows: O(seen), not O(n)
+            rows = rows[~np.isnan(self._first_mean[rows])]
             mu = self.groups.leaf_means(rows, self.step, p.group_half_life, p.group_strength)
             age = (self.step - self._first_step[rows]).astype(np.float64)
             w = None if p.group_half_life is None else np.exp2(-age / p.group_half_life)
@@ -800,6 +805,7 @@ class SampleStats:
     def load(cls, path: str | os.PathLike) -> SampleStats:
         """Restore a snapshot written by `save`, exactly (same arrays, same params)."""
         path = Path(path)
+        import pyarrow.parquet as pq
         table = pq.read_table(path)
         raw_meta = (table.schema.metadata or {}).get(META_KEY)
         if raw_meta is None:
@@ -874,8 +880,9 @@ class SampleStats:
     @staticmethod
     def load_sampler_state(path: str | os.PathLike) -> dict[str, Any] | None:
         """The sampler state saved with `save(path, sampler=...)`, or None."""
-        from sampling.state import decode_state
+        import pyarrow.parquet as pq
 
+        from sampling.state import decode_state
         md = pq.read_schema(path).metadata or {}
         if META_KEY not in md:
             raise ValueError(f"{path}: not a SampleStats snapshot")

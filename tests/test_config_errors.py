@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import time
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -38,9 +40,7 @@ stage = "length_bounds"
 def _run(tmp_path, capsys, grpo: str) -> str:
     cfg = tmp_path / "run.toml"
     cfg.write_text(RUN.format(run=tmp_path / "r", grpo=grpo))
-    t = time.perf_counter()
     assert main(["run", str(cfg), "--no-progress"]) == 2
-    assert time.perf_counter() - t < 5  # fails before any data is generated (about 0.1 s)
     assert not (tmp_path / "r").exists()
     err = capsys.readouterr().err
     assert str(cfg) in err
@@ -81,9 +81,7 @@ def test_stage_parameter_typo(tmp_path, capsys):
     data.write_text('{"question": "1+1?", "answer": "#### 2"}\n')
     spec = tmp_path / "spec.toml"
     spec.write_text(CURATE.format(data=data, stage="max_promt_chars = 10"))
-    t = time.perf_counter()
     assert main(["curate", str(spec), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
-    assert time.perf_counter() - t < 5
     err = capsys.readouterr().err
     assert "stages[0] (length_bounds): unknown key 'max_promt_chars': allowed keys are" in err
     assert "did you mean 'max_prompt_chars'" in err and str(spec) in err
@@ -131,3 +129,33 @@ def test_job_seed_reaches_the_trainers(section):
     cfg = RunConfig.from_dict({"run": {"seed": 7, "device": "cpu"}})
     sub = cfg.stage_config(getattr(cfg, section))
     assert (sub.seed, sub.device) == (7, "cpu")
+
+
+# Run in a fresh interpreter: which modules have executed is the measure of how soon a
+# typo is reported (polars, pyarrow, numpy and torch take 0.5-3 s to import on 2 cores).
+_HEAVY_CHECK = textwrap.dedent("""
+    import sys, types
+    from pipelines.cli import main
+    assert main(sys.argv[1:]) == 2
+    loaded = sorted(m for m in ("polars", "pyarrow", "numpy", "scipy", "torch", "datasketch")
+                    if type(sys.modules.get(m)) is types.ModuleType)
+    print("LOADED", loaded)
+""")
+
+
+@pytest.mark.parametrize("verb", ["run", "curate"])
+def test_typo_is_reported_before_the_data_libraries_load(tmp_path, verb):
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"question": "1+1?", "answer": "#### 2"}\n')
+    cfg = tmp_path / "c.toml"
+    if verb == "run":
+        cfg.write_text(RUN.format(run=tmp_path / "r", grpo='sampler_args = {temprature = 1}'))
+        argv = ["run", str(cfg), "--no-progress"]
+    else:
+        cfg.write_text(CURATE.format(data=data, stage="max_promt_chars = 10").replace(
+            "[[stages]]", '[[stages]]\nstage = "dedup_near"\nthreshold = 0.8\n\n[[stages]]', 1))
+        argv = ["curate", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"]
+    out = subprocess.run([sys.executable, "-c", _HEAVY_CHECK, *argv], capture_output=True,
+                         text=True, check=True)
+    assert "unknown key" in out.stderr
+    assert "LOADED []" in out.stdout, out.stdout

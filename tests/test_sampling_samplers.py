@@ -333,3 +333,44 @@ def test_predictive_scores_on_shared_prior_groups_equal_the_store_probability():
     assert np.all(np.diff(th.last_selection["score"]) <= 1e-8)
     rest = np.setdiff1d(np.arange(n), rows)
     assert stats.informative_prob(rest, step=2).max() <= th.last_selection["score"].min() + 1e-8
+
+
+def test_distance_quantiles_match_bisection_also_before_the_support():
+    """A tempered center outside [0, 1] leaves a stretch of zero density before the
+    support; Newton alone stalled there (0.004 off). The search must bisect out of it."""
+    from scipy import stats as sps
+
+    from sampling.betadist import distance_quantiles_many, smallest_uniforms
+
+    rng = np.random.default_rng(0)
+    a = np.array([39.2, 27.6, 2.0, 0.5, 8.0])
+    b = np.array([2.4, 3.9, 5.0, 0.7, 8.0])
+    c = np.array([1.44, 1.46, -0.3, 0.5, 0.2])
+    us = [smallest_uniforms(30_000, 40, rng) for _ in a]
+    got = distance_quantiles_many(a, b, us, c)
+    for i in range(len(a)):
+        def cdf(d, i=i):
+            return sps.beta.cdf(c[i] + d, a[i], b[i]) - sps.beta.cdf(c[i] - d, a[i], b[i])
+        for u, d in zip(us[i], got[i], strict=True):
+            lo, hi = 0.0, max(abs(c[i]), abs(1 - c[i]))
+            for _ in range(80):
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if cdf(mid) < u else (lo, mid)
+            assert abs(d - hi) < 1e-9, (i, u, d, hi)
+
+
+def test_pool_weights_stratify_by_domain_so_no_domain_is_starved():
+    """weights="pool": each domain gets its pool share of the batch, even one that
+    looks hopeless (never solved) and that Thompson alone would skip."""
+    ids = [f"h{i}" for i in range(200)] + [f"e{i}" for i in range(600)]
+    stats = SampleStats(ids, domains=["hard"] * 200 + ["easy"] * 600)
+    rng = np.random.default_rng(0)
+    seen = ids[:100] + ids[200:500]
+    rewards = [0.0] * 800 + (rng.random(2400) < 0.5).astype(float).tolist()
+    stats.update([i for i in seen for _ in range(8)], rewards, step=1)
+    free = ThompsonSampler(stats, seed=0).next_batch(40, step=2)
+    strat = ThompsonSampler(stats, seed=0, weights="pool").next_batch(40, step=2)
+    assert sum(i.startswith("h") for i in strat) == 10  # 200 / 800 of 40
+    assert sum(i.startswith("h") for i in free) < 10
+    with pytest.raises(ValueError, match='"pool"'):
+        ThompsonSampler(stats, weights="pol")

@@ -12,9 +12,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipelines.spec import load_spec
+
+    spec = load_spec(args.spec)  # a typo fails here, before the data libraries load
     from pipelines.curation import run_curation
 
-    manifest = run_curation(args.spec, args.out, progress=not args.no_progress)
+    manifest = run_curation(spec, args.out, progress=not args.no_progress)
     print(f"{manifest['rows_out']} rows -> {args.out} "
           f"(dropped {manifest['dropped']}, quarantined {manifest['quarantined']}, "
           f"content {manifest['content_hash'][:16]})")
