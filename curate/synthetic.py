@@ -68,9 +68,10 @@ import numpy as np
 import pyarrow as pa
 
 from curate.schema import SAMPLE_SCHEMA, sample_ids
+from curate.suites import DEFAULT_TEXT_DOMAINS, TEXT_DOMAINS
 
-DOMAINS: tuple[str, ...] = ("add", "mul", "cmp", "count", "sort", "radd", "dsort")
-DEFAULT_DOMAINS: tuple[str, ...] = ("add", "mul", "cmp", "count", "sort")
+DOMAINS: tuple[str, ...] = TEXT_DOMAINS  # names in curate.suites (read by config checks)
+DEFAULT_DOMAINS: tuple[str, ...] = DEFAULT_TEXT_DOMAINS
 MAX_LEVEL = 4
 SOURCE = "thresher-synthetic"
 LETTERS = "abcd"

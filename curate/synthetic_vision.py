@@ -72,9 +72,10 @@ import pyarrow as pa
 
 from curate.io import write_bytes_atomic
 from curate.schema import SAMPLE_SCHEMA, sample_ids
+from curate.suites import VISION_DOMAINS as SUITE_DOMAINS
 from curate.synthetic import NOISE_STYLES, boxed
 
-VISION_DOMAINS: tuple[str, ...] = ("bars", "majority", "vcount", "cell")
+VISION_DOMAINS: tuple[str, ...] = SUITE_DOMAINS  # names in curate.suites (read by config checks)
 MAX_LEVEL = 4
 IMAGE_PX = 32
 SOURCE = "thresher-synthetic-vision"

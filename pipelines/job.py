@@ -111,14 +111,13 @@ class SyntheticData(Config):
     @classmethod
     def _suite_domains(cls, data: Any) -> Any:
         """The vision suite's own default domains; every domain checked against its suite."""
-        if not isinstance(data, dict):
-            return data
-        if data.get("suite") == "vision":
-            from curate.synthetic_vision import VISION_DOMAINS as known
+        from curate.suites import SUITES  # names only: no data library loads to check a config
 
+        if not isinstance(data, dict) or data.get("suite", "text") not in SUITES:
+            return data  # a bad suite is reported by the field's own check
+        known = SUITES[data.get("suite", "text")]
+        if data.get("suite") == "vision":
             data = {"domains": list(known), **data}
-        else:
-            from curate.synthetic import DOMAINS as known
         bad = [d for d in data.get("domains", []) if d not in known]
         if bad:
             raise ValueError(f"unknown domain(s) {bad} for suite {data.get('suite', 'text')!r}; "
