@@ -559,8 +559,20 @@ def _print_footer(console, run_dir: Path, seconds: float) -> None:
     )
 
 
+def _has_images(table: pa.Table) -> bool:
+    """Whether any row of a Sample table references an image."""
+    if "images" not in table.column_names:
+        return False
+    import pyarrow.compute as pc
+
+    return bool(pc.any(pc.greater(pc.fill_null(pc.list_value_length(table.column("images")), 0),
+                                  0)).as_py())
+
+
 def train_job(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
-    """`thresher train`: SFT and/or GRPO on existing Sample-schema files."""
+    """`thresher train`: SFT and/or GRPO on existing Sample-schema files (rows with
+    images train a vision-language model: `[model] path` to one, or the tiny one
+    built from `[model]`'s shape and `family`)."""
     import torch
 
     from trainer.evaluation import accuracy, evaluate
@@ -577,19 +589,23 @@ def train_job(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     run_dir = Path(cfg.run.dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(to_toml(cfg.model_dump()), run_dir / "config.toml")
-    model, tok = build_model(cfg.model, cfg.run.seed, cfg.run.device)
+    if cfg.sft is not None and not cfg.data.sft:
+        raise ConfigError("[sft] needs [data] sft = 'file.parquet'")
+    if cfg.grpo is not None and not cfg.data.rl:
+        raise ConfigError("[grpo] needs [data] rl = 'file.parquet'")
+    sft_rows = read_table(cfg.data.sft) if cfg.sft is not None else None
+    rl_rows = read_table(cfg.data.rl) if cfg.grpo is not None else None
+    # rows with images: the tiny model built from [model] is a vision-language one
+    vision = any(t is not None and _has_images(t) for t in (sft_rows, rl_rows))
+    model, tok = build_model(cfg.model, cfg.run.seed, cfg.run.device, vision)
     out: dict[str, Any] = {"run_dir": str(run_dir)}
     if cfg.sft is not None:
-        if not cfg.data.sft:
-            raise ConfigError("[sft] needs [data] sft = 'file.parquet'")
-        sft = SFTTrainer(model, tok, read_table(cfg.data.sft), cfg.stage_config(cfg.sft),
+        sft = SFTTrainer(model, tok, sft_rows, cfg.stage_config(cfg.sft),
                          run_dir / "checkpoints" / "sft", progress=progress)
         hist = sft.train()
         out["sft"] = {"final_loss": hist[-1].loss, "model": str(sft.save())}
     if cfg.grpo is not None:
-        if not cfg.data.rl:
-            raise ConfigError("[grpo] needs [data] rl = 'file.parquet'")
-        trainer = GRPOTrainer(model, tok, read_table(cfg.data.rl), cfg.stage_config(cfg.grpo), run_dir,
+        trainer = GRPOTrainer(model, tok, rl_rows, cfg.stage_config(cfg.grpo), run_dir,
                               run_id=cfg.run.name or run_dir.name, progress=progress)
         trainer.train()
         out["grpo"] = {"steps": trainer.step}

@@ -185,3 +185,43 @@ def test_vision_suite_domains_are_checked(tmp_path, capsys):
     assert main(["run", str(cfg), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "'add'" in err and "bars" in err
+
+
+def test_thresher_train_on_image_files_builds_a_vlm(tmp_path):
+    from curate.io import write_parquet_atomic
+    from curate.synthetic_vision import make_vision_splits
+
+    train, held = make_vision_splits(24, 4, tmp_path / "images", ("majority",), seed=0, max_level=1)
+    write_parquet_atomic(train, tmp_path / "train.parquet")
+    write_parquet_atomic(held, tmp_path / "eval.parquet")
+    cfg = tmp_path / "train.toml"
+    cfg.write_text(f"""
+[run]
+dir = "{tmp_path / 'run'}"
+device = "cpu"
+[data]
+sft = "{tmp_path / 'train.parquet'}"
+rl = "{tmp_path / 'train.parquet'}"
+eval = "{tmp_path / 'eval.parquet'}"
+[model]
+hidden_size = 32
+num_layers = 1
+num_heads = 2
+intermediate_size = 64
+max_positions = 128
+vision_dim = 16
+family = "qwen2_5_vl"
+[sft]
+max_steps = 2
+max_length = 48
+[grpo]
+steps = 1
+prompts_per_step = 2
+group_size = 2
+max_new_tokens = 4
+""")
+    assert main(["train", str(cfg), "--no-progress"]) == 0
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["grpo"]["steps"] == 1 and 0 <= manifest["eval_accuracy"] <= 1
+    saved = json.loads((tmp_path / "run" / "checkpoints" / "sft" / "final" / "config.json").read_text())
+    assert saved["model_type"] == "qwen2_5_vl"
