@@ -39,6 +39,8 @@ _EXPORTS: dict[str, str] = {
     "TinyVLMSpec": "trainer.vision",
     "VisionInputs": "trainer.vision",
     "ImageError": "trainer.vision",
+    "trl_processor": "trainer.vision",
+    "blank_images": "trainer.evaluation",
 }
 __all__ = sorted(_EXPORTS)
 
