@@ -31,9 +31,43 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+
+def run_trl(model, reward_funcs: list, ds, processing_class, out: Path, steps: int, prompts: int,
+            group: int, lr: float) -> tuple[Any, float, float]:
+    """TRL's GRPOTrainer with the settings our trainer uses (DAPO loss, clip 0.2/0.28, no KL,
+    group-scaled rewards): the trainer, seconds per step after the warm-up step, wall seconds."""
+    import transformers
+    from trl import GRPOConfig as TRLConfig
+    from trl import GRPOTrainer as TRLTrainer
+
+    targs = TRLConfig(
+        output_dir=str(out), per_device_train_batch_size=prompts * group, num_generations=group,
+        gradient_accumulation_steps=1, max_completion_length=10, max_steps=steps, learning_rate=lr,
+        lr_scheduler_type="constant", warmup_steps=0, loss_type="dapo", epsilon=0.2, epsilon_high=0.28,
+        beta=0.0, scale_rewards="group", temperature=1.0, use_cpu=True, report_to="none",
+        save_strategy="no", logging_steps=10_000, bf16=False, reward_weights=[1.0, 0.1],
+        seed=0, dataloader_num_workers=0,
+    )
+    step_times: list[float] = []
+
+    class Timer(transformers.TrainerCallback):
+        def on_step_begin(self, a, s, c, **kw):
+            self.t = time.perf_counter()
+
+        def on_step_end(self, a, s, c, **kw):
+            step_times.append(time.perf_counter() - self.t)
+
+    trl = TRLTrainer(model=model, reward_funcs=reward_funcs, args=targs, train_dataset=ds,
+                     processing_class=processing_class, callbacks=[Timer()])
+    t0 = time.perf_counter()
+    trl.train()
+    wall = time.perf_counter() - t0
+    return trl, sum(step_times[1:]) / max(1, len(step_times) - 1), wall  # skip warm-up, as ours
 
 
 def main() -> int:
@@ -54,7 +88,6 @@ def main() -> int:
         return vision_arm(args)
 
     import torch
-    import transformers
 
     torch.set_num_threads(args.threads)
     from trainer.modeling import quiet_transformers
@@ -109,36 +142,13 @@ def main() -> int:
 
     # ---- TRL
     from datasets import Dataset
-    from trl import GRPOConfig as TRLConfig
-    from trl import GRPOTrainer as TRLTrainer
 
     model, tok = load_pretrained(cold_dir)
     ds = Dataset.from_dict({"prompt": rl_set.column("prompt").to_pylist(),
                             "answer": rl_set.column("answer").to_pylist(),
                             "answer_type": rl_set.column("answer_type").to_pylist()})
-    targs = TRLConfig(
-        output_dir=str(work / "trl"), per_device_train_batch_size=P * G, num_generations=G,
-        gradient_accumulation_steps=1, max_completion_length=10, max_steps=steps, learning_rate=lr,
-        lr_scheduler_type="constant", warmup_steps=0, loss_type="dapo", epsilon=0.2, epsilon_high=0.28,
-        beta=0.0, scale_rewards="group", temperature=1.0, use_cpu=True, report_to="none",
-        save_strategy="no", logging_steps=10_000, bf16=False, reward_weights=[1.0, 0.1],
-        seed=0, dataloader_num_workers=0,
-    )
-    step_times: list[float] = []
-
-    class Timer(transformers.TrainerCallback):
-        def on_step_begin(self, a, s, c, **kw):
-            self.t = time.perf_counter()
-
-        def on_step_end(self, a, s, c, **kw):
-            step_times.append(time.perf_counter() - self.t)
-
-    trl = TRLTrainer(model=model, reward_funcs=[verifiable_reward, format_reward], args=targs,
-                     train_dataset=ds, processing_class=tok, callbacks=[Timer()])
-    t0 = time.perf_counter()
-    trl.train()
-    trl_total = time.perf_counter() - t0
-    trl_s = sum(step_times[1:]) / max(1, len(step_times) - 1)  # skip warm-up step, as ours
+    trl, trl_s, trl_total = run_trl(model, [verifiable_reward, format_reward], ds, tok,
+                                    work / "trl", steps, P, G, lr)
     trl_acc = held_out_accuracy(trl.model)
 
     result = {
@@ -164,7 +174,6 @@ def vision_arm(args) -> int:
     """Ours vs TRL on image prompts: same tiny Qwen2-VL cold start, prompts, rewards, loss."""
     import numpy as np
     import torch
-    import transformers
 
     torch.set_num_threads(args.threads)
     from trainer.modeling import quiet_transformers
@@ -222,8 +231,6 @@ def vision_arm(args) -> int:
     # ---- TRL: conversational prompts with an image each, the same reward callables
     from datasets import Dataset
     from PIL import Image
-    from trl import GRPOConfig as TRLConfig
-    from trl import GRPOTrainer as TRLTrainer
 
     model, tok = load_pretrained(cold_dir)
     refs = rl_set.column("images").to_pylist()
@@ -243,29 +250,8 @@ def vision_arm(args) -> int:
     def fmt(prompts, completions, **kw):
         return format_reward(prompts, text_of(completions), **kw)
 
-    targs = TRLConfig(
-        output_dir=str(work / "trl"), per_device_train_batch_size=P * G, num_generations=G,
-        gradient_accumulation_steps=1, max_completion_length=10, max_steps=steps, learning_rate=lr,
-        lr_scheduler_type="constant", warmup_steps=0, loss_type="dapo", epsilon=0.2, epsilon_high=0.28,
-        beta=0.0, scale_rewards="group", temperature=1.0, use_cpu=True, report_to="none",
-        save_strategy="no", logging_steps=10_000, bf16=False, reward_weights=[1.0, 0.1],
-        seed=0, dataloader_num_workers=0,
-    )
-    step_times: list[float] = []
-
-    class Timer(transformers.TrainerCallback):
-        def on_step_begin(self, a, s, c, **kw):
-            self.t = time.perf_counter()
-
-        def on_step_end(self, a, s, c, **kw):
-            step_times.append(time.perf_counter() - self.t)
-
-    trl = TRLTrainer(model=model, reward_funcs=[correct, fmt], args=targs, train_dataset=ds,
-                     processing_class=trl_processor(model, tok), callbacks=[Timer()])
-    t0 = time.perf_counter()
-    trl.train()
-    trl_total = time.perf_counter() - t0
-    trl_s = sum(step_times[1:]) / max(1, len(step_times) - 1)
+    trl, trl_s, trl_total = run_trl(model, [correct, fmt], ds, trl_processor(model, tok),
+                                    work / "trl", steps, P, G, lr)
     trl_acc = held_out_accuracy(trl.model, tok)
 
     n_params = sum(p.numel() for p in model.parameters())
