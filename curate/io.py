@@ -49,8 +49,9 @@ def write_parquet_atomic(table: pa.Table, path: str | os.PathLike, **kwargs: Any
     >>> write_parquet_atomic(pa.table({"a": [1]}), p).exists()
     True
     """
-    path = Path(path)
     import pyarrow.parquet as pq
+
+    path = Path(path)
     tmp = _tmp_beside(path)
     try:
         pq.write_table(table, tmp, **kwargs)

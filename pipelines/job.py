@@ -349,11 +349,12 @@ def curate_split(raw: Path, held_out: Path, out_dir: Path, name: str, images: bo
                  ) -> dict[str, Any]:
     """Run the curation room on one generated split: exact dedup + decontamination
     (image questions: image checks + exact dedup by text and image sha256)."""
+    import pyarrow.parquet as pq
+
     from pipelines.curation import run_curation
 
     spec = curation_spec(raw, held_out, name, images)
     manifest = run_curation(spec, out_dir, progress=False)
-    import pyarrow.parquet as pq
     rows = sum(pq.read_metadata(p).num_rows for p in out_dir.glob("*.parquet"))
     return {"rows": rows, "rows_in": manifest.get("rows_in"), "dropped": manifest.get("dropped"),
             "manifest": str(out_dir / "manifest.json")}
