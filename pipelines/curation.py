@@ -55,7 +55,13 @@ def _file_sha256(path: Path) -> str:
 
 
 def _write_file(table: pa.Table, path: Path, compression: str) -> dict[str, Any]:
-    # no statistics timestamps or random metadata: the bytes depend only on the rows
+    # no statistics timestamps or random metadata: the bytes depend only on the rows. The
+    # writer cuts data pages per input chunk, so the rows go in as one chunk: the bytes do
+    # not depend on how an engine happened to batch them (a column over 2 GiB keeps its chunks)
+    try:
+        table = table.combine_chunks()
+    except pa.ArrowInvalid:
+        pass
     write_parquet_atomic(table, path, compression=None if compression == "none" else compression)
     return {"path": str(path.name if path.parent.name != AUDIT else f"{AUDIT}/{path.name}"),
             "rows": table.num_rows, "sha256": _file_sha256(path)}
