@@ -189,10 +189,16 @@ def _collect(ds) -> pl.DataFrame | None:
     return _frame(ray.get(ds.to_arrow_refs()))
 
 
-def _partitions() -> int:
+_BUCKET_ROWS_PER_PARTITION = 2_000_000  # ~90 MB of band keys: what one reduce task holds
+
+
+def _partitions(bucket_rows: int) -> int:
+    """Shuffle partitions for `bucket_rows` bucket rows: twice the cluster's CPUs, more as the
+    data grows, so that one reduce task's share (its memory) stays bounded."""
     import ray
 
-    return max(4, 2 * int(ray.cluster_resources().get("CPU", 2)))
+    cpus = int(ray.cluster_resources().get("CPU", 2))
+    return max(4, 2 * cpus, -(-bucket_rows // _BUCKET_ROWS_PER_PARTITION))
 
 
 # ---------------------------------------------------------------- ingest
@@ -483,9 +489,8 @@ def _pairs_in_partition(block: pa.Table, cap: int | None) -> pa.Table:
     return pa.table({"a": pa.array(a, pa.int64()), "b": pa.array(b, pa.int64())})
 
 
-def _candidate_pairs(buckets_ds, cap: int | None) -> tuple[np.ndarray, int]:
+def _candidate_pairs(buckets_ds, cap: int | None, parts: int) -> tuple[np.ndarray, int]:
     """The one shuffle of a keyed stage: (unique candidate pairs of row keys, counter)."""
-    parts = _partitions()
     pairs = buckets_ds.groupby(PART, num_partitions=parts).map_groups(
         _pairs_in_partition, fn_kwargs={"cap": cap}, batch_format="pyarrow")
     got = _collect(pairs)
@@ -575,40 +580,45 @@ def _positions(sub: pl.DataFrame, pairs: np.ndarray) -> tuple[np.ndarray, np.nda
 
 # dedup_exact --------------------------------------------------------------------
 def _exact_buckets(block: pa.Table, text_col: str, parts: int) -> pa.Table:
-    from curate.dedup import _image_key, normalize_text
-
+    """Bucket rows of dedup_exact: a 64-bit hash of the normalized text and image sha256s.
+    Rows that share it are gathered and compared on the text itself, so a hash collision
+    costs a gathered row, never a wrong drop."""
     df = pl.from_arrow(block)
     assert isinstance(df, pl.DataFrame)
-    key = df.select(pl.concat_str([normalize_text(text_col), _image_key(df)], separator="\x1f")
-                    ).to_series().to_list()
-    raw = [k.encode() for k in key]
-    h = np.array([_hash_bytes(b) for b in raw], dtype=np.uint64) if raw else np.zeros(0, np.uint64)
-    return pa.table({PART: pa.array((h % np.uint64(parts)).astype(np.int32)),
-                     BUCKET: pa.array(raw, pa.binary()), KEY: block[KEY]})
+    h = df.select(_exact_key(df, text_col).hash(seed=0x7E57)).to_series().to_numpy().astype(np.uint64)
+    raw = np.ascontiguousarray(h.astype("<u8")).view(np.uint8).reshape(-1, 8)
+    return _bucket_table(block[KEY].to_numpy(), raw, parts)
 
 
-def _hash_bytes(b: bytes) -> int:
-    import hashlib
+def _exact_key(df: pl.DataFrame, text_col: str) -> pl.Expr:
+    """What dedup_exact compares (curate.dedup.dedup_exact's key): the normalized text and
+    the image sha256s."""
+    from curate.dedup import _image_key, normalize_text
 
-    return int.from_bytes(hashlib.blake2b(b, digest_size=8).digest(), "little")
-
-
-def _ids(df: pl.DataFrame) -> pl.DataFrame:
-    return df.select(KEY, "id")
+    return pl.concat_str([normalize_text(text_col), _image_key(df)], separator="\x1f")
 
 
-def _dedup_exact(ds, kw: dict[str, Any]) -> tuple[pl.DataFrame, pl.DataFrame | None, dict]:
-    buckets = ds.map_batches(_exact_buckets, fn_kwargs={"text_col": kw["text_col"],
-                                                        "parts": _partitions()},
+def _exact_gather(df: pl.DataFrame, text_col: str) -> pl.DataFrame:
+    return df.select(KEY, "id", _exact_key(df, text_col).alias("__exact"))
+
+
+def _dedup_exact(ds, kw: dict[str, Any], rows: int) -> tuple[pl.DataFrame, pl.DataFrame | None, dict]:
+    parts = _partitions(rows)
+    buckets = ds.map_batches(_exact_buckets, fn_kwargs={"text_col": kw["text_col"], "parts": parts},
                              batch_format="pyarrow")
-    pairs, _ = _candidate_pairs(buckets, cap=1)  # every bucket linked as a star: same components
-    sub = _gather(ds, np.unique(pairs), _ids)
+    pairs, _ = _candidate_pairs(buckets, cap=1, parts=parts)  # a star per bucket: who shares one
+    sub = _gather(ds, np.unique(pairs), _exact_gather, text_col=kw["text_col"])
     if not sub.height:
         return pl.DataFrame({KEY: []}, schema={KEY: pl.Int64}), None, \
             {"n_clusters": 0, "rows_in_clusters": 0}
-    left, right = _positions(sub, pairs)
-    tags, clusters, info = _resolve(sub, left, right, "exact_duplicate", {})
-    return tags, clusters, info
+    # the clusters are the rows with equal keys, as on one machine (the hash only gathered them)
+    labels = sub["__exact"].rank("dense").to_numpy().astype(np.int64)
+    from curate.dedup import _split_clusters
+
+    out = _split_clusters(sub.drop("__exact"), labels, "exact_duplicate", {})
+    extras = [c for c in out.dropped.columns if c not in sub.columns]
+    clusters = out.info.pop("clusters")
+    return out.dropped.select(KEY, *extras), clusters, out.info
 
 
 # dedup_near ---------------------------------------------------------------------
@@ -646,16 +656,17 @@ def _near_gather(df: pl.DataFrame, sig_kw: dict[str, Any], columns: list[str]) -
         pl.Series(SIG, [r.tobytes() for r in sig], dtype=pl.Binary))
 
 
-def _dedup_near(ds, kw: dict[str, Any]) -> tuple[pl.DataFrame, pl.DataFrame | None, dict]:
+def _dedup_near(ds, kw: dict[str, Any], n_rows: int) -> tuple[pl.DataFrame, pl.DataFrame | None, dict]:
     from curate.dedup import _agreement, lsh_params, split_by_answer, split_by_images
 
     t0 = time.perf_counter()
     sig_kw = {k: kw[k] for k in ("text_col", "num_perm", "shingle_size", "seed")}
     bands, rows = lsh_params(kw["threshold"], kw["num_perm"])
+    parts = _partitions(n_rows * bands)
     buckets = ds.map_batches(_near_buckets, fn_kwargs={"sig_kw": sig_kw, "bands": bands,
-                                                       "rows": rows, "parts": _partitions()},
+                                                       "rows": rows, "parts": parts},
                              batch_format="pyarrow")
-    pairs, without_tokens = _candidate_pairs(buckets, cap=_max_bucket_pairs())
+    pairs, without_tokens = _candidate_pairs(buckets, cap=_max_bucket_pairs(), parts=parts)
     t1 = time.perf_counter()
     names = ds.schema().names
     answer_col = kw["answer_col"] if kw["answer_col"] and kw["answer_col"] in names else None
@@ -762,15 +773,16 @@ def _image_gather(df: pl.DataFrame, text_col: str | None) -> pl.DataFrame:
     return out
 
 
-def _dedup_images(ds, kw: dict[str, Any]) -> tuple[pl.DataFrame, pl.DataFrame | None, dict]:
+def _dedup_images(ds, kw: dict[str, Any], rows: int) -> tuple[pl.DataFrame, pl.DataFrame | None, dict]:
     from curate.dedup import _images_match
 
     hashed = ds.map_batches(_image_hashes, fn_kwargs={"image_root": kw["image_root"]},
                             batch_format="pyarrow").materialize()
     files = _collect(hashed.map_batches(_image_files, batch_format="pyarrow"))
+    parts = _partitions(rows * (kw["max_distance"] + 1))
     buckets = hashed.map_batches(_image_buckets, fn_kwargs={
-        "max_distance": kw["max_distance"], "parts": _partitions()}, batch_format="pyarrow")
-    pairs, _ = _candidate_pairs(buckets, cap=None)
+        "max_distance": kw["max_distance"], "parts": parts}, batch_format="pyarrow")
+    pairs, _ = _candidate_pairs(buckets, cap=None, parts=parts)
     sub = _gather(hashed, np.unique(pairs), _image_gather, text_col=kw["text_col"])
     if not sub.height:
         sub = pl.DataFrame({KEY: [], "id": []}, schema={KEY: pl.Int64, "id": pl.Utf8})
@@ -818,7 +830,7 @@ def _keyed(ds, idx: int, where: str, st: StageSpec, step: Step, ctx: StageContex
     kw.update(step.kwargs)
     ds = ds.materialize()
     try:
-        tags, clusters, info = KEYED[st.stage](ds, kw)
+        tags, clusters, info = KEYED[st.stage](ds, kw, rows_in)
     except Exception as exc:
         inner = _unwrap(exc)
         if inner is not exc:
