@@ -199,7 +199,12 @@ def run_curation(spec: str | os.PathLike | dict | CurationSpec, out_dir: str | o
     """
     if engine is not None and engine not in ENGINES:
         raise ConfigError(f"engine: expected one of {list(ENGINES)}, got {engine!r}")
-    if engine == "ray" or address is not None:
+    if address is not None:
+        if engine == "local":
+            raise ConfigError(f"address {address!r} is for the ray engine; the local engine "
+                              "runs in this process (drop --address or use --engine ray)")
+        engine = "ray"
+    if engine == "ray":
         from pipelines.ray_engine import require_ray
 
         require_ray()  # before the spec is read: a missing extra fails at once

@@ -15,7 +15,8 @@ import pytest
 
 from curate.errors import ConfigError, DataError
 from pipelines.curation import run_curation
-from pipelines.ray_engine import group_pairs, row_key
+from pipelines.ray_dedup import group_pairs
+from pipelines.ray_engine import row_key
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -75,6 +76,15 @@ def test_engine_ray_without_ray_names_the_install_command(tmp_path, monkeypatch)
         run_curation(spec, tmp_path / "o", progress=False, engine="ray")
     with pytest.raises(ConfigError, match=r"pip install 'thresher\[ray\]'"):
         run_curation({**spec, "engine": "ray"}, tmp_path / "o", progress=False)
+
+
+def test_an_address_is_for_the_ray_engine(tmp_path, monkeypatch):
+    spec = {"sources": [{"path": str(DATA / "gsm8k" / "test.jsonl"), "preset": "gsm8k"}]}
+    with pytest.raises(ConfigError, match="address 'auto' is for the ray engine"):
+        run_curation(spec, tmp_path / "o", progress=False, engine="local", address="auto")
+    monkeypatch.setitem(sys.modules, "ray", None)  # an address alone asks for Ray
+    with pytest.raises(ConfigError, match="needs Ray Data"):
+        run_curation(spec, tmp_path / "o", progress=False, address="auto")
 
 
 def test_a_spec_typo_fails_before_ray_is_imported(tmp_path):

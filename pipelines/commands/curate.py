@@ -21,8 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipelines.curation import run_curation
 
-    engine = "ray" if args.address and not args.engine else args.engine
-    manifest = run_curation(args.spec, args.out, progress=not args.no_progress, engine=engine,
+    manifest = run_curation(args.spec, args.out, progress=not args.no_progress, engine=args.engine,
                             address=args.address)
     print(f"{manifest['rows_out']} rows -> {args.out} "
           f"(dropped {manifest['dropped']}, quarantined {manifest['quarantined']}, "
