@@ -51,6 +51,7 @@ import polars as pl
 import pyarrow as pa
 
 from curate.errors import ConfigError, DataError, ThresherError
+from curate.schema import SAMPLE_SCHEMA
 from curate.stage import DROP_REASON, SpecView, StageContext, Step
 from pipelines.curation import (
     _jsonable,
@@ -366,12 +367,12 @@ def _report(ui: _Progress, st: StageSpec, run: _StageRun, seconds: float) -> Non
             + (f"  dropped {r['dropped']}" if r["dropped"] else "") + f"  ({seconds:.2f}s)")
 
 
-def _row_wise(ds, group: list[tuple[int, str, StageSpec, Step]], ctx: StageContext,
-              rows_in: int, eval_sets: tuple[str, ...], ui: _Progress):
+def _row_wise(ds, schema: pa.Schema, group: list[tuple[int, str, StageSpec, Step]],
+              ctx: StageContext, rows_in: int, eval_sets: tuple[str, ...], ui: _Progress):
     """Fused block map of consecutive row-wise stages: (kept dataset, rows, stage runs)."""
     t0 = time.perf_counter()
-    columns = ds.schema().names
-    probe = _probe(group, _schema(ds), ctx)
+    columns = schema.names
+    probe = _probe(group, schema, ctx)
     stages = [(idx, where, st.stage, st.params, eval_sets) for idx, where, st, _ in group]
     tagged = ds.map_batches(_row_wise_block, fn_kwargs={"stages": stages, "ctx": ctx.lend()},
                             batch_format="pyarrow", zero_copy_batch=True).materialize()
@@ -399,23 +400,28 @@ def _row_wise(ds, group: list[tuple[int, str, StageSpec, Step]], ctx: StageConte
         _report(ui, st, run, seconds_total / len(group))
     kept = tagged.map_batches(_kept_rows, fn_kwargs={"columns": kept_columns},
                               batch_format="pyarrow")
-    return kept, rows_in, runs
+    if any(c not in columns for c in kept_columns):  # a step added columns: ask Ray
+        return kept, _schema(kept, schema), rows_in, runs
+    return kept, pa.schema([schema.field(c) for c in kept_columns]), rows_in, runs
 
 
-def _schema(ds) -> pa.Schema:
+def _schema(ds, known: pa.Schema) -> pa.Schema:
+    """The dataset's Arrow schema; `known` when Ray cannot say (no rows left)."""
     schema = ds.schema()
+    if schema is None:
+        return known
     return schema.base_schema if hasattr(schema, "base_schema") else schema
 
 
 
 
-def _keyed(ds, idx: int, where: str, st: StageSpec, step: Step, ctx: StageContext, rows_in: int,
-           ui: _Progress):
+def _keyed(ds, schema: pa.Schema, idx: int, where: str, st: StageSpec, step: Step,
+           ctx: StageContext, rows_in: int, ui: _Progress):
     """A dedup stage: bucket map, one shuffle, clusters on the driver, tagging map."""
     import inspect
 
     t0 = time.perf_counter()
-    _probe([(idx, where, st, step)], _schema(ds), ctx)  # bad settings fail as on one machine
+    _probe([(idx, where, st, step)], schema, ctx)  # bad settings fail as on one machine
     from pipelines.ray_dedup import KEYED, drop_tagged
     from pipelines.spec import STAGES
 
@@ -440,15 +446,16 @@ def _keyed(ds, idx: int, where: str, st: StageSpec, step: Step, ctx: StageContex
 
 
 # ---------------------------------------------------------------- other stages
-def _on_driver(ds, where: str, st: StageSpec, step: Step, ctx: StageContext, rows_in: int,
-               ui: _Progress):
-    """A stage that needs all its rows at once (clustering, rollouts): run it on the driver."""
+def _on_driver(ds, schema: pa.Schema, where: str, st: StageSpec, step: Step, ctx: StageContext,
+               rows_in: int, ui: _Progress):
+    """A stage that needs all its rows at once (clustering, rollouts), or any stage once no
+    row is left: run it on the driver, as the local engine does."""
     import ray
 
     from pipelines.curation import run_step
 
-    df = _collect(ds)
-    df = df.sort(KEY) if df is not None else pl.from_arrow(_schema(ds).empty_table())
+    df = _collect(ds) if rows_in else None
+    df = df.sort(KEY) if df is not None else pl.from_arrow(schema.empty_table())
     assert isinstance(df, pl.DataFrame)
     try:
         kept, run = run_step(st, step, df, ctx, where, ui)
@@ -456,7 +463,8 @@ def _on_driver(ds, where: str, st: StageSpec, step: Step, ctx: StageContext, row
         raise DataError(f"{where} ({st.stage}): {exc}") from exc
     if run.dropped is not None:
         run.dropped = run.dropped.drop(KEY)
-    return ray.data.from_arrow(_arrow(kept)), run.record["rows_out"], run
+    table = _arrow(kept)
+    return ray.data.from_arrow(table), table.schema, run.record["rows_out"], run
 
 
 # ---------------------------------------------------------------- the run
@@ -487,6 +495,7 @@ def run_curation_ray(spec: str | os.PathLike | dict | CurationSpec, out_dir: str
     ui = _Progress(progress)
     try:
         ds, quarantine, inputs, records_in, rows = _ingest(spec, ui)
+        schema = pa.schema([*SAMPLE_SCHEMA, pa.field(KEY, pa.int64())])
         ctx = stage_context(spec, ui)
         eval_sets = tuple(e.name for e in spec.eval_sets)
         runs: list[_StageRun] = []
@@ -495,18 +504,18 @@ def run_curation_ray(spec: str | os.PathLike | dict | CurationSpec, out_dir: str
         try:
             while i < len(plan):
                 idx, where, st, step = plan[i]
-                if step.row_wise:
+                if step.row_wise and n:
                     j = i
                     while j < len(plan) and plan[j][3].row_wise:
                         j += 1
-                    ds, n, group_runs = _row_wise(ds, plan[i:j], ctx, n, eval_sets, ui)
+                    ds, schema, n, group_runs = _row_wise(ds, schema, plan[i:j], ctx, n, eval_sets, ui)
                     runs.extend(group_runs)
                     i = j
                     continue
-                if st.stage in _KEYED_STAGES:
-                    ds, n, run = _keyed(ds, idx, where, st, step, ctx, n, ui)
+                if st.stage in _KEYED_STAGES and n:
+                    ds, n, run = _keyed(ds, schema, idx, where, st, step, ctx, n, ui)
                 else:
-                    ds, n, run = _on_driver(ds, where, st, step, ctx, n, ui)
+                    ds, schema, n, run = _on_driver(ds, schema, where, st, step, ctx, n, ui)
                 runs.append(run)
                 i += 1
             out = Path(out_dir)

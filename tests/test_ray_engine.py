@@ -201,3 +201,13 @@ def test_bad_input_through_the_ray_engine(tmp_path, ray_cluster):
     m = run_curation(ok, tmp_path / "c", progress=False, engine="ray")
     q = pl.read_parquet(tmp_path / "c" / "audit" / "quarantine.parquet")
     assert m["quarantined"] == 1 and q["line"].to_list() == [2] and q["file"][0] == str(src)
+    # nothing survives: every row quarantined, or every row dropped by the first stage
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"q": 1}\n{broken\n')
+    stages = [{"stage": "unverifiable"}, {"stage": "dedup_exact"}, {"stage": "dedup_near"}]
+    for name, path, first in (("q", bad, []), ("d", src, [{"stage": "length_bounds",
+                                                             "min_prompt_chars": 100}])):
+        (tmp_path / name).mkdir()
+        m = _both({"sources": [{"path": str(path), "preset": "gsm8k"}], "stages": first + stages},
+                  tmp_path / name)
+        assert m["rows_out"] == 0 and m["balanced"]
