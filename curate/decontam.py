@@ -237,6 +237,7 @@ class Decontaminate(Step):
     """
 
     name = "decontaminate"
+    row_wise = True  # every row is scored against the eval index on its own
     Params = signature_model(decontaminate, name, skip_first=True, skip=("eval_texts",),
                              extra={"against": (list[str] | None, None)})
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from curate.answers import ANSWER_TYPES, CHOICE_LETTERS, _choice_letter, math_parseable
 from curate.lazy import lazy_import
-from curate.stage import DROP_REASON, StageOutput, split_by_mask
+from curate.stage import DROP_REASON, StageOutput, row_wise, split_by_mask
 
 if TYPE_CHECKING:
     import polars as pl
@@ -42,6 +42,7 @@ def _split_reasons(df: pl.DataFrame, reason: pl.Expr) -> StageOutput:
     return StageOutput(kept=kept, dropped=dropped)
 
 
+@row_wise
 def unverifiable(df: pl.DataFrame, *, max_text_words: int = 6, check_math: bool = True
                  ) -> StageOutput:
     """Drop rows whose answer no reward can verify.
@@ -81,6 +82,7 @@ def unverifiable(df: pl.DataFrame, *, max_text_words: int = 6, check_math: bool 
     return out
 
 
+@row_wise
 def length_bounds(df: pl.DataFrame, *, min_prompt_chars: int = 1, max_prompt_chars: int = 8000,
                   min_answer_chars: int = 1, max_answer_chars: int = 256) -> StageOutput:
     """Drop prompts or answers outside character-length bounds.
@@ -106,6 +108,7 @@ def length_bounds(df: pl.DataFrame, *, min_prompt_chars: int = 1, max_prompt_cha
     return _split_reasons(df, reason)
 
 
+@row_wise
 def charset(df: pl.DataFrame, *, scripts: Sequence[str] = ("Latin",), min_script_ratio: float = 0.5,
             column: str = "prompt") -> StageOutput:
     """Drop text with mojibake/control characters or not mostly in `scripts`.
@@ -153,6 +156,7 @@ def _image_status(path: str, verify: bool) -> str | None:
     return None
 
 
+@row_wise
 def valid_images(df: pl.DataFrame, *, verify: bool = True, require_images: bool = False
                  ) -> StageOutput:
     """Drop rows whose image files are missing or do not decode (PIL verify).
@@ -197,6 +201,7 @@ def _choice_ok(meta: str | None, answer: str | None) -> bool:
     return a in [str(o).strip() for o in options]
 
 
+@row_wise
 def valid_choices(df: pl.DataFrame) -> StageOutput:
     """Drop multiple-choice rows whose answer is not among their options.
 

@@ -120,11 +120,40 @@ class StageContext:
             texts.extend(self._texts[key])
         return texts
 
+    def lend(self) -> StageContext:
+        """A picklable copy holding the texts loaded so far (what an engine ships to its
+        workers); asking it for a set this context never loaded is a ConfigError.
+
+        >>> ctx = StageContext({"dev": lambda: ["What is 2+2?"]})
+        >>> _ = ctx.eval_texts()
+        >>> import pickle; pickle.loads(pickle.dumps(ctx.lend())).eval_texts(["dev"])
+        ['What is 2+2?']
+        """
+        declared = {k: _Texts(self._texts[k]) for k in self._eval_sets if k in self._texts}
+        by_path = {k: v for k, v in self._texts.items() if k not in self._eval_sets}
+        lent = StageContext(declared, _Texts(by_path) if by_path else None)
+        lent._texts = dict(self._texts)
+        return lent
+
     def shared(self, key: Any, build: Callable[[], Any]) -> Any:
         """A resource built once per context (an index, a model) and shared by the steps."""
         if key not in self._shared:
             self._shared[key] = build()
         return self._shared[key]
+
+
+class _Texts:
+    """A picklable loader of texts read earlier: a list, or a dict by path."""
+
+    def __init__(self, texts: list[str] | dict[str, list[str]]) -> None:
+        self.texts = texts
+
+    def __call__(self, key: str | None = None) -> list[str]:
+        if isinstance(self.texts, list):
+            return self.texts
+        if key not in self.texts:
+            raise ConfigError(f"eval set {key!r} was not loaded by the engine")
+        return self.texts[key]
 
 
 @dataclass(frozen=True)
@@ -152,6 +181,9 @@ class Step:
 
     name: ClassVar[str] = "step"
     Params: ClassVar[type[BaseModel]]
+    # True when each row's fate depends only on that row (and the step's resources), so an
+    # engine may run the step on any partition of the rows and concatenate the results
+    row_wise: ClassVar[bool] = False
 
     def __init__(self, kwargs: dict[str, Any]) -> None:
         self.kwargs = dict(kwargs)  # the given, validated parameters
@@ -178,6 +210,22 @@ class Step:
         raise NotImplementedError
 
 
+def row_wise(func: Stage) -> Stage:
+    """Mark a stage function row-wise: each row is kept or dropped on its own evidence.
+
+    An engine that splits the rows into blocks (Ray Data) runs a row-wise stage on
+    every block and concatenates the results; any other stage sees all its rows.
+
+    >>> @row_wise
+    ... def short(df, *, limit: int = 3):
+    ...     return split_by_mask(df, pl.col("x") <= limit, "too_big")
+    >>> as_step(short, "short").row_wise
+    True
+    """
+    func.row_wise = True  # type: ignore[attr-defined]
+    return func
+
+
 def as_step(obj: Any, name: str) -> type[Step]:
     """The Step class of a registered stage: a Step subclass as is, a function wrapped."""
     if isinstance(obj, type) and issubclass(obj, Step):
@@ -191,10 +239,11 @@ def as_step(obj: Any, name: str) -> type[Step]:
             return func(df, **self.kwargs)
 
     FunctionStep.name = name
+    FunctionStep.row_wise = bool(getattr(func, "row_wise", False))
     FunctionStep.__name__ = FunctionStep.__qualname__ = f"{name}_step"
     FunctionStep.__doc__ = func.__doc__
     return FunctionStep
 
 
 __all__ = ["DROP_REASON", "SpecView", "Stage", "StageContext", "StageOutput", "Step", "as_step",
-           "split_by_mask"]
+           "row_wise", "split_by_mask"]

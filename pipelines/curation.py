@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.errors import DataError
+from curate.errors import ConfigError, DataError
 from curate.io import write_json_atomic, write_parquet_atomic
 from curate.schema import SAMPLE_SCHEMA, conform
 from curate.stage import DROP_REASON, StageContext, StageOutput, Step
@@ -54,7 +55,13 @@ def _file_sha256(path: Path) -> str:
 
 
 def _write_file(table: pa.Table, path: Path, compression: str) -> dict[str, Any]:
-    # no statistics timestamps or random metadata: the bytes depend only on the rows
+    # no statistics timestamps or random metadata: the bytes depend only on the rows. The
+    # writer cuts data pages per input chunk, so the rows go in as one chunk: the bytes do
+    # not depend on how an engine happened to batch them (a column over 2 GiB keeps its chunks)
+    try:
+        table = table.combine_chunks()
+    except pa.ArrowInvalid:
+        pass
     write_parquet_atomic(table, path, compression=None if compression == "none" else compression)
     return {"path": str(path.name if path.parent.name != AUDIT else f"{AUDIT}/{path.name}"),
             "rows": table.num_rows, "sha256": _file_sha256(path)}
@@ -175,16 +182,38 @@ def run_step(st: StageSpec, step: Step, df: pl.DataFrame, ctx: StageContext, whe
         if isinstance(clusters, pl.DataFrame) and clusters.height else None)
 
 
+ENGINES = ("local", "ray")
+
+
 def run_curation(spec: str | os.PathLike | dict | CurationSpec, out_dir: str | os.PathLike, *,
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, engine: str | None = None,
+                 address: str | None = None) -> dict[str, Any]:
     """Run `spec` and write the curated set under `out_dir`; returns the manifest.
 
     `spec` is a TOML path, a dict or a CurationSpec (see pipelines.spec). Raises
     ConfigError for a bad spec and DataError for unreadable sources (both
-    ValueErrors, naming the key or the path).
+    ValueErrors, naming the key or the path). `engine` ("local" or "ray";
+    default: the spec's `engine`) picks where the stages run; `address` is the Ray
+    cluster to join ("auto", "HOST:PORT"; default: a local cluster). Both engines
+    write the same bytes (pipelines.ray_engine).
     """
-    t_start = time.perf_counter()
+    if engine is not None and engine not in ENGINES:
+        raise ConfigError(f"engine: expected one of {list(ENGINES)}, got {engine!r}")
+    if address is not None:
+        if engine == "local":
+            raise ConfigError(f"address {address!r} is for the ray engine; the local engine "
+                              "runs in this process (drop --address or use --engine ray)")
+        engine = "ray"
+    if engine == "ray":
+        from pipelines.ray_engine import require_ray
+
+        require_ray()  # before the spec is read: a missing extra fails at once
     spec = load_spec(spec if not isinstance(spec, os.PathLike) else Path(spec))
+    if (engine or spec.engine) == "ray":
+        from pipelines.ray_engine import run_curation_ray
+
+        return run_curation_ray(spec, out_dir, progress=progress, address=address)
+    t_start = time.perf_counter()
     ui = _Progress(progress)
     samples, quarantine, inputs, records_in = _ingest(spec, ui)
     df = pl.from_arrow(samples)
@@ -197,33 +226,60 @@ def run_curation(spec: str | os.PathLike | dict | CurationSpec, out_dir: str | o
         except ValueError as exc:  # a stage's complaint about the data or its settings
             raise DataError(f"{where} ({st.stage}): {exc}") from exc
         runs.append(run)
-    manifest = _write(spec, Path(out_dir), df, quarantine, runs, inputs, records_in,
-                      ctx.loaded, samples.num_rows)
+    final = final_table(df)
+    n = spec.output.shard_rows
+    shards = write_shards((final.slice(k * n, n) for k in range(max(1, -(-final.num_rows // n)))),
+                          Path(out_dir), spec.output.compression)
+    manifest = write_outputs(spec, Path(out_dir), shards, quarantine, runs, inputs, records_in,
+                             ctx.loaded, samples.num_rows)
+    manifest["engine"] = "local"
+    return finish(manifest, out_dir, t_start, ui)
+
+
+def finish(manifest: dict[str, Any], out_dir: str | os.PathLike, t_start: float,
+           ui: _Progress) -> dict[str, Any]:
+    """Stamp the run's seconds, write manifest.json (last: it marks the run complete), report."""
     manifest["seconds"] = round(time.perf_counter() - t_start, 4)
-    write_json_atomic(manifest, Path(out_dir) / "manifest.json")  # last: marks the run complete
+    write_json_atomic(manifest, Path(out_dir) / "manifest.json")
     ui.line(f"[bold green]done[/] {manifest['rows_out']} rows -> {out_dir} "
             f"({len(manifest['output']['shards'])} shards, {manifest['dropped']} dropped, "
             f"{manifest['quarantined']} quarantined, {manifest['seconds']:.1f}s)")
     return manifest
 
 
-def _write(spec: CurationSpec, out: Path, df: pl.DataFrame, quarantine: pa.Table,
-           runs: list[_StageRun], inputs: list[dict], records_in: int,
-           eval_sets: dict[str, int], rows_ingested: int) -> dict[str, Any]:
-    """Write the shards, the audit files and spec.json; returns the manifest (unwritten)."""
+def final_table(df: pl.DataFrame) -> pa.Table:
+    """The curated rows as written: the Sample columns, in schema order and types.
+
+    >>> final_table(pl.DataFrame({"prompt": ["2+2?"], "id": ["a"], "extra": [1]})).column_names[:3]
+    ['id', 'source', 'domain']
+    """
+    return conform(df.select([c for c in SAMPLE_SCHEMA.names if c in df.columns]).to_arrow(),
+                   SAMPLE_SCHEMA)
+
+
+def write_shards(tables: Iterable[pa.Table], out: Path, compression: str) -> list[dict[str, Any]]:
+    """Write one shard per table (``part-00000.parquet``, ...; at least one, maybe empty) and
+    remove the shards of an earlier, larger run; returns each shard's path, rows and sha256."""
     out.mkdir(parents=True, exist_ok=True)
-    comp = spec.output.compression
-    final = conform(df.select([c for c in SAMPLE_SCHEMA.names if c in df.columns]).to_arrow(),
-                    SAMPLE_SCHEMA)
-    shards = []
-    n = spec.output.shard_rows
-    n_shards = max(1, -(-final.num_rows // n))
-    for k in range(n_shards):
-        shards.append(_write_file(final.slice(k * n, n), out / f"part-{k:05d}.parquet", comp))
+    shards = [_write_file(t, out / f"part-{k:05d}.parquet", compression)
+              for k, t in enumerate(tables)]
+    if not shards:
+        shards = [_write_file(final_table(pl.from_arrow(SAMPLE_SCHEMA.empty_table())),
+                              out / "part-00000.parquet", compression)]
     keep = {s["path"] for s in shards}
-    for stale in out.glob("part-*.parquet"):  # shards of an earlier, larger run
+    for stale in out.glob("part-*.parquet"):
         if stale.name not in keep:
             stale.unlink()
+    return shards
+
+
+def write_outputs(spec: CurationSpec, out: Path, shards: list[dict[str, Any]], quarantine: pa.Table,
+                  runs: list[_StageRun], inputs: list[dict], records_in: int,
+                  eval_sets: dict[str, int], rows_ingested: int) -> dict[str, Any]:
+    """Write the audit files and spec.json beside the written `shards`; returns the manifest
+    (unwritten). Both engines end here, so their audit files and manifests are the same."""
+    comp = spec.output.compression
+    rows_out = sum(s["rows"] for s in shards)
     audit = out / AUDIT
     q_info = _write_file(quarantine, audit / "quarantine.parquet", comp)
     dropped_frames = [r.dropped for r in runs if r.dropped is not None]
@@ -249,7 +305,7 @@ def _write(spec: CurationSpec, out: Path, df: pl.DataFrame, quarantine: pa.Table
     stage_records = [r.record for r in runs]
     n_dropped = sum(sum(r["dropped"].values()) for r in stage_records)
     n_quarantined = quarantine.num_rows
-    resolved = spec.model_dump(mode="json")
+    resolved = spec.model_dump(mode="json", exclude={"engine"})  # how it ran is not what it made
     spec_text = json.dumps(resolved, indent=2, sort_keys=True) + "\n"
     write_json_atomic(resolved, out / "spec.json")
     content = hashlib.sha256("".join(s["sha256"] for s in shards).encode()).hexdigest()
@@ -263,10 +319,10 @@ def _write(spec: CurationSpec, out: Path, df: pl.DataFrame, quarantine: pa.Table
         "rows_in": records_in,  # input records: rows read + unreadable rows/files
         "records_in": records_in,
         "rows_ingested": rows_ingested,
-        "rows_out": final.num_rows,
+        "rows_out": rows_out,
         "dropped": n_dropped,
         "quarantined": n_quarantined,
-        "balanced": records_in == final.num_rows + n_dropped + n_quarantined,
+        "balanced": records_in == rows_out + n_dropped + n_quarantined,
         "quarantine": {
             "rows": n_quarantined,
             "by_column": {str(k): v for k, v in sorted(
@@ -278,7 +334,7 @@ def _write(spec: CurationSpec, out: Path, df: pl.DataFrame, quarantine: pa.Table
         "content_hash": content,
     }
     if not manifest["balanced"]:  # a bug in a stage or the runner, never the user's data
-        raise RuntimeError(f"curation does not balance: {records_in} records in, {final.num_rows} "
+        raise RuntimeError(f"curation does not balance: {records_in} records in, {rows_out} "
                            f"out + {n_dropped} dropped + {n_quarantined} quarantined")
     return manifest
 

@@ -132,6 +132,9 @@ class CurationSpec(Config):
     eval_sets: list[EvalSetSpec] = Field(default_factory=list)
     stages: list[StageSpec] = Field(default_factory=list)
     output: OutputSpec = Field(default_factory=OutputSpec)
+    engine: Literal["local", "ray"] = Field(
+        "local", description="where the stages run: local (one process) or ray (Ray Data); "
+        "the output bytes are the same")
 
     @model_validator(mode="before")
     @classmethod
@@ -205,7 +208,7 @@ def load_spec(spec: str | Path | dict | CurationSpec) -> CurationSpec:
     ...     load_spec({"sources": [{"path": "x", "preset": "gsm8k"}], "sorces": 1})
     ... except ConfigError as e:
     ...     print(e)
-    spec: unknown key 'sorces': allowed keys are name, sources, eval_sets, stages, output (sorces: unknown key, did you mean 'sources'?)
+    spec: unknown key 'sorces': allowed keys are name, sources, eval_sets, stages, output, engine (sorces: unknown key, did you mean 'sources'?)
     """
     if isinstance(spec, CurationSpec):
         return spec
