@@ -37,6 +37,29 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+def held_out_accuracy(model, tok, held) -> dict[str, float]:
+    """Greedy accuracy and sampled pass@1 (k = 4, T = 1) on the held-out rows."""
+    from trainer.evaluation import accuracy, evaluate
+
+    model.eval()
+    return {"greedy": accuracy(evaluate(model, tok, held, 10)),
+            "sampled_pass@1": accuracy(evaluate(model, tok, held, 10, k=4, temperature=1.0, seed=0))}
+
+
+def run_ours(model, tok, rl_set, out: Path, steps: int, prompts: int, group: int, lr: float
+             ) -> tuple[Any, float]:
+    """Our GRPOTrainer (uniform sampler): the trainer and seconds per step after a warm-up step."""
+    from trainer import GRPOConfig, GRPOTrainer
+
+    cfg = GRPOConfig(steps=steps, prompts_per_step=prompts, group_size=group, max_new_tokens=10,
+                     lr=lr, sampler="uniform", save_every=10_000, device="cpu", seed=0)
+    ours = GRPOTrainer(model, tok, rl_set, cfg, out)
+    ours.train_step()  # warm-up step, not timed (same for TRL)
+    t0 = time.perf_counter()
+    ours.train()
+    return ours, (time.perf_counter() - t0) / (steps - 1)
+
+
 def run_trl(model, reward_funcs: list, ds, processing_class, out: Path, steps: int, prompts: int,
             group: int, lr: float) -> tuple[Any, float, float]:
     """TRL's GRPOTrainer with the settings our trainer uses (DAPO loss, clip 0.2/0.28, no KL,
@@ -96,13 +119,10 @@ def main() -> int:
     from curate.io import write_json_atomic
     from curate.synthetic import make_splits
     from trainer import (
-        GRPOConfig,
-        GRPOTrainer,
         SFTConfig,
         build_tiny_model,
         char_tokenizer,
     )
-    from trainer.evaluation import accuracy, evaluate
     from trainer.modeling import TinyModelSpec, load_pretrained
     from trainer.rewards import format_reward, verifiable_reward
     from trainer.sft import cold_start
@@ -119,26 +139,14 @@ def main() -> int:
                                 sft_set, SFTConfig(max_steps=args.sft_steps, batch_size=64, lr=1e-3,
                                                    warmup_steps=50, device="cpu"), work / "sft")
 
-    def held_out_accuracy(m) -> dict[str, float]:
-        m.eval()
-        g = accuracy(evaluate(m, tok, held, 10))
-        s = accuracy(evaluate(m, tok, held, 10, k=4, temperature=1.0, seed=0))
-        return {"greedy": g, "sampled_pass@1": s}
-
     base_model, _ = load_pretrained(cold_dir)
-    cold_acc = held_out_accuracy(base_model)
+    cold_acc = held_out_accuracy(base_model, tok, held)
     G, P, steps, lr = args.group_size, args.prompts_per_step, args.steps, 2e-4
 
     # ---- ours
     model, tok = load_pretrained(cold_dir)
-    cfg = GRPOConfig(steps=steps, prompts_per_step=P, group_size=G, max_new_tokens=10, lr=lr,
-                     sampler="uniform", save_every=10_000, device="cpu", seed=0)
-    ours = GRPOTrainer(model, tok, rl_set, cfg, work / "ours")
-    ours.train_step()  # warm-up step, not timed (same for TRL below)
-    t0 = time.perf_counter()
-    ours.train()
-    ours_s = (time.perf_counter() - t0) / (steps - 1)
-    ours_acc = held_out_accuracy(ours.model)
+    ours, ours_s = run_ours(model, tok, rl_set, work / "ours", steps, P, G, lr)
+    ours_acc = held_out_accuracy(ours.model, tok, held)
 
     # ---- TRL
     from datasets import Dataset
@@ -149,7 +157,7 @@ def main() -> int:
                             "answer_type": rl_set.column("answer_type").to_pylist()})
     trl, trl_s, trl_total = run_trl(model, [verifiable_reward, format_reward], ds, tok,
                                     work / "trl", steps, P, G, lr)
-    trl_acc = held_out_accuracy(trl.model)
+    trl_acc = held_out_accuracy(trl.model, tok, held)
 
     result = {
         "setup": {"steps": steps, "prompts_per_step": P, "group_size": G, "lr": lr,
@@ -180,8 +188,7 @@ def vision_arm(args) -> int:
 
     quiet_transformers()
     from curate.io import write_json_atomic
-    from trainer import GRPOConfig, GRPOTrainer, SFTConfig
-    from trainer.evaluation import accuracy, evaluate
+    from trainer import SFTConfig
     from trainer.modeling import load_pretrained
     from trainer.rewards import format_reward, verifiable_reward
     from trainer.sft import cold_start
@@ -209,24 +216,13 @@ def vision_arm(args) -> int:
                       max_length=48, device="cpu"), work / "sft")
     held = held.slice(0, 200)
 
-    def held_out_accuracy(m, tok) -> dict[str, float]:
-        m.eval()
-        return {"greedy": accuracy(evaluate(m, tok, held, 10)),
-                "sampled_pass@1": accuracy(evaluate(m, tok, held, 10, k=4, temperature=1.0, seed=0))}
-
     model, tok = load_pretrained(cold_dir)
-    cold_acc = held_out_accuracy(model, tok)
+    cold_acc = held_out_accuracy(model, tok, held)
     G, P, steps, lr = args.group_size, args.prompts_per_step, args.steps, 5e-4
 
     # ---- ours: shared prefill (vision tower once per image), update on the informative groups
-    cfg = GRPOConfig(steps=steps, prompts_per_step=P, group_size=G, max_new_tokens=10, lr=lr,
-                     sampler="uniform", save_every=10_000, device="cpu", seed=0)
-    ours = GRPOTrainer(model, tok, rl_set, cfg, work / "ours")
-    ours.train_step()  # warm-up step, not timed (same for TRL below)
-    t0 = time.perf_counter()
-    ours.train()
-    ours_s = (time.perf_counter() - t0) / (steps - 1)
-    ours_acc = held_out_accuracy(ours.model, tok)
+    ours, ours_s = run_ours(model, tok, rl_set, work / "ours", steps, P, G, lr)
+    ours_acc = held_out_accuracy(ours.model, tok, held)
 
     # ---- TRL: conversational prompts with an image each, the same reward callables
     from datasets import Dataset
@@ -252,7 +248,7 @@ def vision_arm(args) -> int:
 
     trl, trl_s, trl_total = run_trl(model, [correct, fmt], ds, trl_processor(model, tok),
                                     work / "trl", steps, P, G, lr)
-    trl_acc = held_out_accuracy(trl.model, tok)
+    trl_acc = held_out_accuracy(trl.model, tok, held)
 
     n_params = sum(p.numel() for p in model.parameters())
     result = {
