@@ -17,6 +17,9 @@ informative ones are in hand and updates on exactly those) with three samplers:
 - shared_gap: `shared` with a 6-step cooldown (`min_gap`), for the same reason.
 - shared_strat: `shared` stratified by domain (`weights="pool"`): each domain
   gets its pool share of every round's picks, and Thompson ranks within it.
+- uniform_skip: uniform with GRESO's skip of prompts whose last groups were all
+  equal (`skip_flat=0.5`), i.e. DAPO + GRESO; several-epochs regime only.
+- shared_skip: `shared_cover` with the same skip; several-epochs regime only.
 
 Two data regimes: one pass (the RL pool is larger than what uniform draws, so
 uniform never sees a prompt twice) and several epochs (a small pool that
@@ -28,7 +31,9 @@ Per arm and seed: the share of generated groups that are informative, rollouts
 per step, held-out pass@1 (500 prompts x k = 16 at T = 1, with its standard
 error) every `--eval-every` steps, and the rollouts it takes to reach uniform's
 final pass@1 on the seed-averaged curve (linear interpolation), as a ratio to
-uniform's. Non-uniform arms may run `--extra` times uniform's steps so that
+uniform's. In the several-epochs regime also pass@1 on the pool trained on
+(at the end) and how concentrated the kept groups are (prompts they come from,
+the most from one prompt). Non-uniform arms may run `--extra` times uniform's steps so that
 they can reach it at all; the ratio is read where they cross. Rollout counts
 are checked against the `rollout_cost` named query over each run's log.
 
@@ -65,6 +70,8 @@ ARMS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "shared_cover": ("thompson", {"max_staleness": 20}, SHARED_STORE),
     "shared_gap": ("thompson", {"min_gap": 6}, SHARED_STORE),
     "shared_strat": ("thompson", {"weights": "pool"}, SHARED_STORE),
+    "uniform_skip": ("uniform", {"skip_flat": 0.5}, {}),
+    "shared_skip": ("thompson", {"max_staleness": 20, "skip_flat": 0.5}, SHARED_STORE),
 }
 
 
@@ -100,6 +107,26 @@ def cold_start(work: Path, args) -> tuple[Path, Path, Path, Path]:
     return ckpt, *paths
 
 
+def pool_of(rl, pool: int, seed: int):
+    """The several-epochs regime's RL pool: `pool` rows of the RL set (all of it when 0)."""
+    import numpy as np
+
+    if not pool:
+        return rl
+    return rl.take(sorted(np.random.default_rng(seed).choice(rl.num_rows, size=pool,
+                                                             replace=False).tolist()))
+
+
+# how concentrated the kept groups are on a few prompts (the several-epochs regime's
+# question: does the sampler train the pool as a whole, or a few prompts again and again?)
+CONCENTRATION_SQL = """
+SELECT count(*) AS prompts, max(n) AS most,
+       coalesce(sum(n) FILTER (WHERE n >= 8), 0) / sum(n) AS share_from_8plus
+FROM (SELECT sample_id, count(DISTINCT (step, "group")) AS n FROM rollouts
+      WHERE kept GROUP BY sample_id)
+"""
+
+
 def run_arm(job: dict[str, Any]) -> dict[str, Any]:
     """One GRPO run (regime, arm, seed) with held-out evals along the way."""
     import pyarrow.parquet as pq
@@ -115,10 +142,7 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
     from trainer.modeling import load_pretrained
 
     sampler, sampler_args, store_args = ARMS[job["arm"]]
-    rl = pq.read_table(job["rl"])
-    if job["pool"]:
-        rl = rl.take(sorted(__import__("numpy").random.default_rng(job["pool_seed"])
-                            .choice(rl.num_rows, size=job["pool"], replace=False).tolist()))
+    rl = pool_of(pq.read_table(job["rl"]), job["pool"], job["pool_seed"])
     held = pq.read_table(job["eval"])
     model, tok = load_pretrained(job["ckpt"])
     tok.padding_side = "left"
@@ -141,8 +165,13 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
             acc, se = pass_at_1(tr.model, tok, held, k=job["k"], max_new_tokens=10,
                                 seed=job["seed"])
             curve.append({"step": tr.step, "rollouts": rollouts, "pass1": acc, "se": se})
+    # accuracy on the prompts trained on, beside held-out: in a small pool the gap
+    # between the two is what the run memorized rather than learned
+    pool_acc = (pass_at_1(tr.model, tok, rl, k=job["k"], max_new_tokens=10, seed=job["seed"])
+                if job["pool"] else None)
     lake = connect(run)
     cost = run_named(lake, "rollout_cost").pl().row(0, named=True)
+    kept_prompts, most, share8 = lake.con.sql(CONCENTRATION_SQL).fetchall()[0]
     logged = (cost["rollouts"], cost["groups"], cost["informative_groups"])
     return {
         "regime": job["regime"], "arm": job["arm"], "seed": job["seed"], "steps": tr.step,
@@ -154,6 +183,9 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
         "curve": curve, "held_out_final": curve[-1]["pass1"], "held_out_final_se": curve[-1]["se"],
         "distinct_prompts": lake.con.sql("SELECT count(DISTINCT sample_id) FROM rollouts")
                                     .fetchall()[0][0],
+        "kept_prompts": kept_prompts, "most_kept_groups_one_prompt": most,
+        "kept_share_from_prompts_kept_8plus": share8,
+        "pool_final": None if pool_acc is None else pool_acc[0],
         "seconds": time.perf_counter() - t0,
     }
 
@@ -214,6 +246,12 @@ def summarize(regime: str, runs: list[dict[str, Any]], fill: bool) -> dict[str, 
             "mean_curve": {"rollouts": xs, "pass1": ys},
             "log_counts_match": all(r["log_check"]["matches"] for r in rs),
         }
+        if all(r.get("pool_final") is not None for r in rs):  # the several-epochs regime
+            arms[arm]["pool_final"] = st.mean(r["pool_final"] for r in rs)
+            arms[arm]["memorized_gap"] = arms[arm]["pool_final"] - arms[arm]["held_out_final"]
+            for k in ("kept_prompts", "most_kept_groups_one_prompt",
+                      "kept_share_from_prompts_kept_8plus"):
+                arms[arm][k] = st.mean(r[k] for r in rs)
     key = "rollouts_to_uniform_final_ratio"
     cands = [a for a in arms if a != "uniform"] or ["uniform"]
     if fill and any(arms[a][key] is not None for a in cands):
@@ -242,7 +280,8 @@ def main() -> int:
                     help="RL pool of the several-epochs regime (uniform draws each ~8 times)")
     ap.add_argument("--sft-steps", type=int, default=900)
     ap.add_argument("--regimes", default="one_pass,multi_epoch,fixed")
-    ap.add_argument("--arms", default="uniform,thompson,shared,shared_cover,shared_gap")
+    ap.add_argument("--arms", default="uniform,thompson,shared,shared_cover,shared_gap,"
+                                       "uniform_skip,shared_skip")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--reuse", default=None,
                     help="a partial.json of an earlier run with the same settings: its runs of "
@@ -274,6 +313,11 @@ def main() -> int:
     print(f"cold start: held-out pass@1 {cold[0]:.4f} +- {cold[1]:.4f}; RL pool {n_rl} prompts",
           flush=True)
 
+    pool_cold = None
+    if "multi_epoch" in args.regimes.split(","):
+        pool_cold = pass_at_1(model, tok, pool_of(pq.read_table(rl), args.multi_pool, 0),
+                              k=args.k, max_new_tokens=10, seed=0)
+        print(f"cold start: pass@1 on the several-epochs pool {pool_cold[0]:.4f}", flush=True)
     regimes = {"one_pass": (True, 0), "multi_epoch": (True, args.multi_pool),
                "fixed": (False, 0)}
     jobs = []
@@ -282,7 +326,8 @@ def main() -> int:
         for arm in args.arms.split(","):
             if regime == "fixed" and arm not in ("uniform", "shared"):
                 continue  # the fixed regime compares uniform with the new sampler
-            if arm in ("shared_cover", "shared_gap") and regime != "multi_epoch":
+            if arm in ("shared_cover", "shared_gap", "uniform_skip", "shared_skip") \
+                    and regime != "multi_epoch":  # these act on prompts seen again
                 continue  # a staleness bound needs pool <= W x picks per step
             for seed in range(args.seeds):
                 steps = args.steps if (arm == "uniform" or not fill) else \
@@ -312,7 +357,8 @@ def main() -> int:
 
     out: dict[str, Any] = {"setup": {k: v for k, v in vars(args).items() if k not in ("out", "work")}
                            | {"arms": {a: ARMS[a] for a in args.arms.split(",")},
-                              "rl_pool": n_rl, "cold_start_pass1": cold},
+                              "rl_pool": n_rl, "cold_start_pass1": cold,
+                              "cold_start_pool_pass1": pool_cold},
                            "regimes": {}}
     for regime in args.regimes.split(","):
         rs = [r for r in results if r["regime"] == regime]
@@ -330,6 +376,11 @@ def main() -> int:
                   f"{a['rollouts_per_step']:.0f} rollouts/step, final pass@1 "
                   f"{a['held_out_final']:.4f} +- {a['held_out_final_se']:.4f}, rollouts to "
                   f"uniform's final: {'n/a' if ratio is None else f'{ratio:.2f}x'}")
+            if "pool_final" in a:
+                print(f"  {'':>8}  pass@1 on the pool trained on {a['pool_final']:.4f} "
+                      f"(gap to held-out {a['memorized_gap']:+.4f}); kept groups from "
+                      f"{a['kept_prompts']:.0f} prompts, at most "
+                      f"{a['most_kept_groups_one_prompt']:.0f} from one")
     write_json_atomic(out, args.out)
     print(f"\nwrote {os.path.relpath(args.out, REPO)} ({out['seconds'] / 60:.1f} min)")
     return 0
