@@ -93,6 +93,27 @@ def run_trl(model, reward_funcs: list, ds, processing_class, out: Path, steps: i
     return trl, sum(step_times[1:]) / max(1, len(step_times) - 1), wall  # skip warm-up, as ours
 
 
+def report(setup: dict, cold_acc: dict, ours: tuple, trl: tuple, what: str, out: str) -> None:
+    """Print and write one arm's result: our step time and accuracy against TRL's."""
+    from curate.io import write_json_atomic
+
+    (ours_s, ours_acc), (trl_s, trl_total, trl_acc) = ours, trl
+    result = {
+        "setup": setup,
+        "cold_start_accuracy": cold_acc,
+        "ours": {"s_per_step": ours_s, "accuracy": ours_acc},
+        "trl": {"s_per_step": trl_s, "wall_s": trl_total, "accuracy": trl_acc,
+                "version": __import__("trl").__version__},
+        "ratio_s_per_step_ours_over_trl": ours_s / trl_s,
+    }
+    print(json.dumps(result, indent=2))
+    print(f"\nseconds/step{what}: ours {ours_s:.3f}  TRL {trl_s:.3f}  -> ours = "
+          f"{ours_s / trl_s:.2f}x TRL")
+    print(f"held-out sampled pass@1: cold {cold_acc['sampled_pass@1']:.3f}  ours "
+          f"{ours_acc['sampled_pass@1']:.3f}  TRL {trl_acc['sampled_pass@1']:.3f}")
+    write_json_atomic(result, out)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=40)
@@ -116,7 +137,6 @@ def main() -> int:
     from trainer.modeling import quiet_transformers
 
     quiet_transformers()
-    from curate.io import write_json_atomic
     from curate.synthetic import make_splits
     from trainer import (
         SFTConfig,
@@ -159,21 +179,10 @@ def main() -> int:
                                     work / "trl", steps, P, G, lr)
     trl_acc = held_out_accuracy(trl.model, tok, held)
 
-    result = {
-        "setup": {"steps": steps, "prompts_per_step": P, "group_size": G, "lr": lr,
-                  "max_new_tokens": 10, "model": "Qwen2 128x3 char-level (0.8M)",
-                  "threads": args.threads, "device": "cpu"},
-        "cold_start_accuracy": cold_acc,
-        "ours": {"s_per_step": ours_s, "accuracy": ours_acc},
-        "trl": {"s_per_step": trl_s, "wall_s": trl_total, "accuracy": trl_acc,
-                "version": __import__("trl").__version__},
-        "ratio_s_per_step_ours_over_trl": ours_s / trl_s,
-    }
-    print(json.dumps(result, indent=2))
-    print(f"\nseconds/step: ours {ours_s:.3f}  TRL {trl_s:.3f}  -> ours = {ours_s / trl_s:.2f}x TRL")
-    print(f"held-out sampled pass@1: cold {cold_acc['sampled_pass@1']:.3f}  ours "
-          f"{ours_acc['sampled_pass@1']:.3f}  TRL {trl_acc['sampled_pass@1']:.3f}")
-    write_json_atomic(result, args.out)
+    setup = {"steps": steps, "prompts_per_step": P, "group_size": G, "lr": lr,
+             "max_new_tokens": 10, "model": "Qwen2 128x3 char-level (0.8M)",
+             "threads": args.threads, "device": "cpu"}
+    report(setup, cold_acc, (ours_s, ours_acc), (trl_s, trl_total, trl_acc), "", args.out)
     shutil.rmtree(work, ignore_errors=True)
     return 0
 
@@ -187,7 +196,6 @@ def vision_arm(args) -> int:
     from trainer.modeling import quiet_transformers
 
     quiet_transformers()
-    from curate.io import write_json_atomic
     from trainer import SFTConfig
     from trainer.modeling import load_pretrained
     from trainer.rewards import format_reward, verifiable_reward
@@ -251,23 +259,12 @@ def vision_arm(args) -> int:
     trl_acc = held_out_accuracy(trl.model, tok, held)
 
     n_params = sum(p.numel() for p in model.parameters())
-    result = {
-        "setup": {"steps": steps, "prompts_per_step": P, "group_size": G, "lr": lr,
-                  "max_new_tokens": 10, "model": f"tiny Qwen2-VL ({n_params / 1e6:.2f}M, 16 image "
-                  "tokens per 32x32 image)", "tasks": "majority, vcount (quickstart_vision)",
-                  "threads": args.threads, "device": "cpu", "cold_run": args.cold_run},
-        "cold_start_accuracy": cold_acc,
-        "ours": {"s_per_step": ours_s, "accuracy": ours_acc},
-        "trl": {"s_per_step": trl_s, "wall_s": trl_total, "accuracy": trl_acc,
-                "version": __import__("trl").__version__},
-        "ratio_s_per_step_ours_over_trl": ours_s / trl_s,
-    }
-    print(json.dumps(result, indent=2))
-    print(f"\nseconds/step (image prompts): ours {ours_s:.3f}  TRL {trl_s:.3f}  -> ours = "
-          f"{ours_s / trl_s:.2f}x TRL")
-    print(f"held-out sampled pass@1: cold {cold_acc['sampled_pass@1']:.3f}  ours "
-          f"{ours_acc['sampled_pass@1']:.3f}  TRL {trl_acc['sampled_pass@1']:.3f}")
-    write_json_atomic(result, args.out)
+    setup = {"steps": steps, "prompts_per_step": P, "group_size": G, "lr": lr,
+             "max_new_tokens": 10, "model": f"tiny Qwen2-VL ({n_params / 1e6:.2f}M, 16 image "
+             "tokens per 32x32 image)", "tasks": "majority, vcount (quickstart_vision)",
+             "threads": args.threads, "device": "cpu", "cold_run": args.cold_run}
+    report(setup, cold_acc, (ours_s, ours_acc), (trl_s, trl_total, trl_acc), " (image prompts)",
+           args.out)
     shutil.rmtree(work, ignore_errors=True)
     return 0
 
