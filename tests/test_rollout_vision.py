@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
+from vision_helpers import TINY_VLM_MODEL
 
 from curate import read_samples
 from pipelines.cli import main
@@ -21,14 +22,7 @@ TINY_VLM = """
 [data]
 suite = "vision"
 
-[model]
-hidden_size = 32
-num_layers = 1
-num_heads = 2
-intermediate_size = 64
-max_positions = 128
-vision_dim = 16
-"""
+""" + TINY_VLM_MODEL
 
 
 @pytest.fixture

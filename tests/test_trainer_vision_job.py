@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from vision_helpers import TINY_VLM_MODEL
 
 from curate.synthetic import make_suite
 from curate.synthetic_vision import make_vision_suite
@@ -118,14 +119,7 @@ n_eval = 8
 solution_noise = 0.3
 noise_style = "systematic"
 
-[model]
-hidden_size = 32
-num_layers = 1
-num_heads = 2
-intermediate_size = 64
-max_positions = 128
-vision_dim = 16
-
+""" + TINY_VLM_MODEL + """
 [sft]
 max_steps = 4
 batch_size = 8
@@ -203,14 +197,7 @@ device = "cpu"
 sft = "{tmp_path / 'train.parquet'}"
 rl = "{tmp_path / 'train.parquet'}"
 eval = "{tmp_path / 'eval.parquet'}"
-[model]
-hidden_size = 32
-num_layers = 1
-num_heads = 2
-intermediate_size = 64
-max_positions = 128
-vision_dim = 16
-family = "qwen2_5_vl"
+{TINY_VLM_MODEL}family = "qwen2_5_vl"
 [sft]
 max_steps = 2
 max_length = 48
