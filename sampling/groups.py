@@ -190,6 +190,73 @@ class GroupHierarchy:
             self.drift_last = np.array(dl, dtype=np.int64)
 
 
+class FirstGroupMoments:
+    """Decayed sums over prompts' first groups, per finest group, for `fit_prompt_strength`.
+
+    The fit weighs a first group observed `age` steps ago by 2^(-age / half_life);
+    every weight decays by the same factor as steps pass, so the sums it needs
+    (of w, w x, w x^2 and w / n, x a first group's mean over n responses) are
+    kept per group and decayed as a whole: the refit after each update costs
+    O(groups), not O(prompts seen). Only first groups of `min_count` or more
+    responses count, as in the fit.
+    """
+
+    def __init__(self, n_leaf: int, min_count: float = 2.0) -> None:
+        self.sums = np.zeros((4, n_leaf))  # w, w x, w x^2, w / n as of step `at`
+        self.count = 0  # prompts counted (undecayed): the fit needs 8
+        self.at = 0
+        self.min_count = min_count
+
+    def add(self, leaf: np.ndarray, x: np.ndarray, n: np.ndarray, steps: np.ndarray,
+            half_life: float | None) -> None:
+        """Count first groups (mean x of n responses, observed at `steps`) of prompts in `leaf`."""
+        ok = n >= self.min_count
+        leaf, x, n, steps = leaf[ok], x[ok], n[ok], steps[ok]
+        if not len(leaf):
+            return
+        at = max(self.at, int(steps.max()))
+        self._decay_to(at, half_life)
+        w = np.ones(len(x)) if half_life is None else np.exp2(-(at - steps) / half_life)
+        m = self.sums.shape[1]
+        for k, v in enumerate((w, w * x, w * x * x, w / n)):
+            self.sums[k] += np.bincount(leaf, v, minlength=m)
+        self.count += int(len(leaf))
+
+    def fit(self, mu: np.ndarray, step: int, half_life: float | None) -> float | None:
+        """`fit_prompt_strength` at `step` with each group's mean `mu`, from the sums."""
+        if self.count < 8:
+            return None
+        g = 1.0 if half_life is None else float(np.exp2(-max(step - self.at, 0) / half_life))
+        w, wx, wxx, wn = self.sums * g
+        mu = np.clip(mu, 1e-3, 1 - 1e-3)
+        z = float(((wxx - 2.0 * mu * wx + mu * mu * w) / (mu * (1.0 - mu))).sum())
+        return _strength(z, float(wn.sum()), float(w.sum()))
+
+    def state(self) -> dict:
+        return {"sums": self.sums.tolist(), "count": self.count, "at": self.at}
+
+    def load_state(self, state: dict) -> None:
+        sums = np.array(state["sums"], dtype=np.float64)
+        if sums.shape != self.sums.shape:
+            raise ValueError(f"first-group sums have shape {sums.shape}, the store's groups "
+                             f"{self.sums.shape}")
+        self.sums, self.count, self.at = sums, int(state["count"]), int(state["at"])
+
+    def _decay_to(self, at: int, half_life: float | None) -> None:
+        if half_life is not None and at > self.at:
+            self.sums *= np.exp2(-(at - self.at) / half_life)
+        self.at = max(self.at, at)
+
+
+def _strength(z: float, inv_n: float, big_n: float) -> float:
+    """The method-of-moments strength from the weighed moments (see `fit_prompt_strength`)."""
+    if z >= big_n:
+        return MIN_STRENGTH
+    if z <= inv_n:
+        return MAX_STRENGTH
+    return float(np.clip((big_n - z) / (z - inv_n), MIN_STRENGTH, MAX_STRENGTH))
+
+
 def fit_prompt_strength(successes: np.ndarray, counts: np.ndarray, group_mean: np.ndarray,
                         min_count: float = 2.0, weights: np.ndarray | None = None) -> float | None:
     """Empirical-Bayes prior strength m of prompts around their group means (method of moments).
@@ -212,10 +279,4 @@ def fit_prompt_strength(successes: np.ndarray, counts: np.ndarray, group_mean: n
     x = successes[ok] / n
     mu = np.clip(group_mean[ok], 1e-3, 1 - 1e-3)
     z = float((w * (x - mu) ** 2 / (mu * (1 - mu))).sum())
-    inv_n = float((w / n).sum())
-    big_n = float(w.sum())
-    if z >= big_n:
-        return MIN_STRENGTH
-    if z <= inv_n:
-        return MAX_STRENGTH
-    return float(np.clip((big_n - z) / (z - inv_n), MIN_STRENGTH, MAX_STRENGTH))
+    return _strength(z, float((w / n).sum()), float(w.sum()))

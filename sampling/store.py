@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from curate.io import write_parquet_atomic  # the one atomic writer (a leaf module)
 from curate.lazy import lazy_import
 from sampling.diversity import distinct_ngram_ratio
-from sampling.groups import GroupHierarchy, fit_prompt_strength
+from sampling.groups import FirstGroupMoments, GroupHierarchy
 from sampling.index import DictIdIndex
 
 META_KEY = b"thresher.sampling"
@@ -268,6 +268,7 @@ class SampleStats:
         self._first_step = np.zeros(n, dtype=np.int64)
         labels = self._check_labels(group_labels, n)
         self.groups = GroupHierarchy(self._dom, self.domains, labels)
+        self._moments = FirstGroupMoments(len(self.groups.names[-1]))
         if known.any():
             rows = np.flatnonzero(known)
             self.groups.seed(rows, prior[rows])
@@ -504,6 +505,15 @@ class SampleStats:
             alpha, beta = shifted * tot, (1.0 - shifted) * tot
         return alpha, beta
 
+    def _rebuild_moments(self) -> None:
+        """The first-group sums from the per-row arrays (after `load`), in update order."""
+        self._moments = FirstGroupMoments(len(self.groups.names[-1]))
+        rows = np.flatnonzero(~np.isnan(self._first_mean))
+        for st in np.unique(self._first_step[rows]).tolist():
+            r = rows[self._first_step[rows] == st]
+            self._moments.add(self.groups.leaf[r], self._first_mean[r], self._first_n[r],
+                              np.full(len(r), st), self.params.group_half_life)
+
     def prompt_strength(self) -> float:
         """Pseudo-responses of the group mean in an unseen prompt's prior (sharing on).
 
@@ -517,14 +527,9 @@ class SampleStats:
         if p.prompt_strength is not None:
             return float(p.prompt_strength)
         if self._fitted is None or self._fitted[0] != self._version:
-            rows = self.seen_rows()  # a first group is among the seen rows: O(seen), not O(n)
-            rows = rows[~np.isnan(self._first_mean[rows])]
-            mu = self.groups.leaf_means(rows, self.step, p.group_half_life, p.group_strength)
-            age = (self.step - self._first_step[rows]).astype(np.float64)
-            w = None if p.group_half_life is None else np.exp2(-age / p.group_half_life)
-            n = self._first_n[rows]
-            self._fitted = (self._version,
-                            fit_prompt_strength(self._first_mean[rows] * n, n, mu, weights=w))
+            # from per-group sums of the first groups: O(groups) per refit
+            mu = self.groups.means(self.step, p.group_half_life, p.group_strength)[-1]
+            self._fitted = (self._version, self._moments.fit(mu, self.step, p.group_half_life))
         m = self._fitted[1]
         return float(p.domain_prior_strength if m is None else m)
 
@@ -699,6 +704,9 @@ class SampleStats:
         self._first_mean[uniq[first]] = mb[first]
         self._first_n[uniq[first]] = cnt[first]
         self._first_step[uniq[first]] = step
+        fr = uniq[first]
+        self._moments.add(self.groups.leaf[fr], mb[first], cnt[first], np.full(len(fr), step),
+                          p.group_half_life)
         # groups learn from first visits only: revisits are chosen for their evidence
         # (a sampler returns to the mixed prompts), so they would bias the group toward 1/2
         self.groups.add(uniq[first], s_sum[first], cnt[first], step, p.group_half_life)
@@ -791,6 +799,7 @@ class SampleStats:
             "dom_r_sum": self._dom_r_sum.tolist(),
             "dom_r_n": self._dom_r_n.tolist(),
             "groups": self.groups.state(),
+            "first_group_moments": self._moments.state(),
         }
         if sampler is not None:
             from sampling.state import encode_state
@@ -858,6 +867,10 @@ class SampleStats:
         if "groups" in meta:
             stats.groups.load_state(meta["groups"])
         stats.step = int(meta["step"])
+        if "first_group_moments" in meta:  # bit for bit: fill mode adds several times a step
+            stats._moments.load_state(meta["first_group_moments"])
+        else:  # snapshots from before the sums: rebuilt from the per-row arrays
+            stats._rebuild_moments()
         return stats
 
     def restore(self, path: str | os.PathLike) -> SampleStats:
