@@ -60,11 +60,10 @@ class Sampler:
     name = "base"
 
     def __init__(self, stats: SampleStats, group_size: int = 8, seed: int = 0,
-                 weights: DomainWeights = None, skip_flat: float = 0.0) -> None:
+                 weights: DomainWeights = None, skip_flat: float | Mapping[str, float] = 0.0) -> None:
         if not isinstance(group_size, int) or group_size < 2:
             raise ValueError(f"group_size must be an int >= 2, got {group_size!r}")
-        if not 0.0 <= skip_flat < 1.0:
-            raise ValueError(f"skip_flat must be in [0, 1), got {skip_flat!r}")
+        self.skip_unsolved, self.skip_solved = _skip_settings(skip_flat)
         self._stats = stats
         self.group_size = group_size
         self.seed = seed
@@ -74,7 +73,7 @@ class Sampler:
         elif isinstance(weights, str):
             raise ValueError(f"weights must be a {{domain: share}} table or \"pool\", got {weights!r}")
         self.weights = dict(weights) if weights is not None else None
-        self.skip_flat = float(skip_flat)
+        self.skip_flat = max(self.skip_unsolved, self.skip_solved)  # > 0: skipping is on
         self.rng = np.random.default_rng(seed)
         self.last_selection: dict[str, Any] | None = None
         # rows already handed out at `_taken_step` (fill mode asks several times per step)
@@ -108,7 +107,7 @@ class Sampler:
         stats = self._stats
         if step != self._taken_step:
             self._taken, self._taken_step = np.empty(0, np.int64), step
-        self._skip_mask = self._draw_skips() if self.skip_flat > 0 else None
+        self._skip_mask = self._draw_skips() if self._skipping() else None
         if self.weights is None:
             if n > len(stats):
                 raise ValueError(f"batch of {n} asked from a store of {len(stats)} samples")
@@ -132,15 +131,26 @@ class Sampler:
         self._after_select(rows, step)
         return rows
 
+    def _skipping(self) -> bool:
+        return self.skip_flat > 0
+
     def _draw_skips(self) -> np.ndarray:
         """GRESO's skip: a row whose last s groups were all equal sits this step out
         with probability 1 - (1 - skip_flat)^s (s = `SampleStats.flat_streak`)."""
         streak = self._stats.flat_streak()
         hit = np.flatnonzero(streak > 0)
-        p = 1.0 - (1.0 - self.skip_flat) ** streak[hit]
+        p = 1.0 - self._keep_chance(hit, streak[hit])
         mask = np.zeros(len(streak), dtype=bool)
         mask[hit[self.rng.random(len(hit)) < p]] = True
         return mask
+
+    def _keep_chance(self, rows: np.ndarray | None, streak: np.ndarray) -> np.ndarray:
+        """(1 - skip)^streak, skip = `skip_unsolved` where the flat groups were all
+        wrong and `skip_solved` where they were all right."""
+        if self.skip_unsolved == self.skip_solved:
+            return (1.0 - self.skip_flat) ** streak
+        solved = self._stats.last_group_mean(rows) > 0.5
+        return (1.0 - np.where(solved, self.skip_solved, self.skip_unsolved)) ** streak
 
     def _blocked(self, rows: np.ndarray) -> np.ndarray:
         """Rows that may not be chosen now: taken earlier this step, or skipped (skip_flat)."""
@@ -188,6 +198,22 @@ class Sampler:
         return pick if rows is None else rows[pick]
 
 
+def _skip_settings(skip_flat: float | Mapping[str, float]) -> tuple[float, float]:
+    """(skip_unsolved, skip_solved) from `skip_flat`: one chance for both, or a table."""
+    if isinstance(skip_flat, Mapping):
+        unknown = sorted(set(skip_flat) - {"unsolved", "solved"})
+        if unknown:
+            raise ValueError(f"skip_flat takes the keys 'unsolved' and 'solved', got {unknown}")
+        pair = (skip_flat.get("unsolved", 0.0), skip_flat.get("solved", 0.0))
+    else:
+        pair = (skip_flat, skip_flat)
+    for v in pair:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= v < 1.0:
+            raise ValueError("skip_flat must be in [0, 1) (or a table of such under 'unsolved' "
+                             f"and 'solved'), got {skip_flat!r}")
+    return float(pair[0]), float(pair[1])
+
+
 def _top(score: np.ndarray, q: int) -> np.ndarray:
     """Positions of the q largest scores, best first (argpartition, then sort q)."""
     if q >= len(score):
@@ -212,6 +238,18 @@ class UniformSampler(Sampler):
     A batch that spans an epoch boundary never repeats an id: the next epoch's
     permutation is reordered so the ids already in the batch come later.
 
+    Thinning with importance weights (dynamic sampling that keeps uniform's
+    expected update): with `thin_floor` > 0 a prompt whose turn comes is rolled
+    out with probability clip(P_inf / thin_at, thin_floor, 1), P_inf the
+    store's predicted chance of an informative group, and otherwise passed over
+    until the next epoch; `skip_flat` multiplies in GRESO's skip. Fewer groups
+    come out flat, but a prompt that looks hopeless now is trained on less
+    often, and in a small pool those are the ones the policy learns from next.
+    `importance=True` records 1 / acceptance per picked prompt in
+    `last_selection["weight"]`; the trainer scales each kept group's advantages
+    by it (normalized to mean 1 over the update), so every prompt counts in
+    expectation as often as under uniform sampling, at fewer rollouts.
+
     >>> import pyarrow as pa
     >>> s = SampleStats.from_samples(pa.table({"id": list("abcd")}))
     >>> u = UniformSampler(s, seed=0)
@@ -222,9 +260,60 @@ class UniformSampler(Sampler):
     name = "uniform"
 
     def __init__(self, stats: SampleStats, group_size: int = 8, seed: int = 0,
-                 weights: DomainWeights = None, skip_flat: float = 0.0) -> None:
+                 weights: DomainWeights = None, skip_flat: float | Mapping[str, float] = 0.0,
+                 thin_floor: float = 0.0, thin_at: float = 0.5,
+                 importance: bool = False) -> None:
         super().__init__(stats, group_size, seed, weights, skip_flat)
+        if not 0.0 <= thin_floor <= 1.0:
+            raise ValueError(f"thin_floor must be in [0, 1] (0 = off), got {thin_floor!r}")
+        if not 0.0 < thin_at <= 1.0:
+            raise ValueError(f"thin_at must be in (0, 1], got {thin_at!r}")
+        if not isinstance(importance, bool | np.bool_):
+            raise ValueError(f"importance must be True or False, got {importance!r}")
+        self.thin_floor, self.thin_at = float(thin_floor), float(thin_at)
+        self.importance = bool(importance)
+        self._accept: np.ndarray | None = None
         self._streams: dict[str, dict[str, Any]] = {}
+
+    def acceptance(self, step: int) -> np.ndarray:
+        """Each row's chance to be rolled out when its turn in the epoch comes.
+
+        The product of GRESO's skip, (1 - skip_flat)^s after s flat groups in a
+        row, and the thinning rule, clip(P_inf / thin_at, thin_floor, 1) with
+        P_inf the store's posterior-predictive chance of an informative group
+        (`SampleStats.informative_prob`; with sharing on it is the prompt's
+        group's current rate until the prompt has evidence of its own).
+        Ones where both are off.
+        """
+        n = len(self._stats)
+        acc = np.ones(n)
+        if self.skip_flat > 0:
+            acc *= self._keep_chance(None, self._stats.flat_streak())
+        if self.thin_floor > 0:
+            p_inf = self._stats.informative_prob(None, step, self.group_size)
+            acc *= np.clip(p_inf / self.thin_at, self.thin_floor, 1.0)
+        return acc
+
+    def next_rows(self, k: int, step: int) -> np.ndarray:
+        thinning = self.skip_flat > 0 or self.thin_floor > 0
+        self._accept = self.acceptance(int(step)) if thinning and isinstance(step, int | np.integer) \
+            and not isinstance(step, bool) else None
+        rows = super().next_rows(k, step)
+        if self.importance and self.last_selection is not None:
+            # the inverse of each row's acceptance makes the expected update uniform's
+            acc = self._accept[rows] if self._accept is not None else np.ones(len(rows))
+            self.last_selection["weight"] = 1.0 / acc
+        return rows
+
+    def _skipping(self) -> bool:
+        return self.skip_flat > 0 or self.thin_floor > 0
+
+    def _draw_skips(self) -> np.ndarray:
+        if self.thin_floor == 0:  # GRESO's skip alone: the base draw, same stream as before
+            return super()._draw_skips()
+        if self._accept is None:
+            return np.zeros(len(self._stats), dtype=bool)
+        return self.rng.random(len(self._accept)) >= self._accept
 
     def _choose(self, q, step, rows, key):
         if not len(self._taken) and self._skip_mask is None:
@@ -329,7 +418,7 @@ class ThompsonSampler(Sampler):
                  pool_factor: float | None = None, temperature: float = 1.0,
                  coverage: float = 0.0, coverage_window: int = 10,
                  weights: DomainWeights = None, predictive: bool = False,
-                 max_staleness: int | None = None, skip_flat: float = 0.0,
+                 max_staleness: int | None = None, skip_flat: float | Mapping[str, float] = 0.0,
                  min_gap: int = 0) -> None:
         super().__init__(stats, group_size, seed, weights, skip_flat)
         if not (isinstance(min_gap, int) and min_gap >= 0):
@@ -581,7 +670,7 @@ class VarianceAwareSampler(Sampler):
     def __init__(self, stats: SampleStats, group_size: int = 8, seed: int = 0,
                  lam: float = 0.8, w_outcome: float = 0.8, w_diversity: float = 0.2,
                  pool_factor: float | None = None,
-                 weights: DomainWeights = None, skip_flat: float = 0.0) -> None:
+                 weights: DomainWeights = None, skip_flat: float | Mapping[str, float] = 0.0) -> None:
         super().__init__(stats, group_size, seed, weights, skip_flat)
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"lam must be in [0, 1], got {lam!r}")
@@ -651,7 +740,7 @@ class FilterSampler(UniformSampler):
 
     def __init__(self, stats: SampleStats, group_size: int = 8, seed: int = 0,
                  oversample: float = 2.0, weights: DomainWeights = None,
-                 skip_flat: float = 0.0) -> None:
+                 skip_flat: float | Mapping[str, float] = 0.0) -> None:
         super().__init__(stats, group_size, seed, weights, skip_flat)
         if not oversample >= 1.0:
             raise ValueError(f"oversample must be >= 1, got {oversample!r}")
@@ -734,7 +823,7 @@ class CurriculumSampler(Sampler):
                  p_max: float = 0.95,
                  stages: tuple[tuple[float, float], ...] = ((0.6, 1.0), (0.3, 0.7), (0.0, 0.4)),
                  stage_steps: int = 100, advance_at: float | None = None,
-                 weights: DomainWeights = None, skip_flat: float = 0.0) -> None:
+                 weights: DomainWeights = None, skip_flat: float | Mapping[str, float] = 0.0) -> None:
         super().__init__(stats, group_size, seed, weights, skip_flat)
         if mode not in ("target", "staged"):
             raise ValueError(f"mode must be 'target' or 'staged', got {mode!r}")

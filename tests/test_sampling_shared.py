@@ -113,6 +113,30 @@ def test_prompt_strength_is_fitted_by_empirical_bayes():
     assert fit_prompt_strength(x, np.full(100, 8.0), np.full(100, 0.5)) < 0.2
 
 
+def test_prompt_strength_from_group_sums_equals_the_fit_over_prompts(tmp_path):
+    # the store keeps decayed per-group sums of first groups; the fit over every
+    # prompt's first group (recent ones weighing more) must come out the same
+    rng = np.random.default_rng(5)
+    s = _two_level_store(group_half_life=7.0)
+    ids = s.ids.tolist()
+    for t in range(1, 13):
+        for _ in range(2):  # two rounds a step, as fill mode does
+            pick = rng.choice(len(ids), 6, replace=False)
+            s.update([ids[i] for i in pick for _ in range(8)],
+                     (rng.random(48) < 0.4).astype(float), step=t)
+    rows = np.flatnonzero(~np.isnan(s._first_mean))
+    mu = s.groups.leaf_means(rows, s.step, 7.0, s.params.group_strength)
+    w = np.exp2(-(s.step - s._first_step[rows]) / 7.0)
+    n = s._first_n[rows]
+    direct = fit_prompt_strength(s._first_mean[rows] * n, n, mu, weights=w)
+    assert s.prompt_strength() == pytest.approx(direct, rel=1e-9)
+    # a snapshot keeps the sums bit for bit; one without them rebuilds them
+    loaded = SampleStats.load(s.save(tmp_path / "a"))
+    assert loaded.prompt_strength() == s.prompt_strength()
+    loaded._rebuild_moments()
+    assert loaded.prompt_strength() == pytest.approx(direct, rel=1e-9)
+
+
 def test_save_load_with_sharing_gives_identical_next_batches(tmp_path):
     s = _two_level_store()
     sampler = ThompsonSampler(s, seed=3, max_staleness=12, skip_flat=0.5)
@@ -273,3 +297,70 @@ def test_min_gap_spreads_picks_over_a_small_pool():
     seen_cool = {i for t in range(1, 7) for i in cool.next_batch(5, step=t)}
     assert len(seen_plain) < 10  # the five mid-rate prompts, again and again
     assert len(seen_cool) >= 15  # the cooldown sends every other step elsewhere
+
+
+def test_thinning_rolls_out_predicted_flat_prompts_less_and_weights_them_back():
+    # level 0: solved every time (a flat group is near certain); level 1: half right
+    t = pa.table({"id": [f"p{i}" for i in range(40)], "domain": ["x"] * 40,
+                  "level": [i % 2 for i in range(40)]})
+    s = SampleStats.from_samples(t, share=True, group_keys=("level",), fast_half_life=None,
+                                 group_half_life=None)
+    for i in range(20):
+        s.update([f"p{i}"] * 8, [1.0] * 8 if i % 2 == 0 else [1.0, 0.0] * 4, step=1)
+    u = UniformSampler(s, seed=0, thin_floor=0.25, thin_at=0.5, importance=True)
+    acc = u.acceptance(2)
+    assert np.allclose(acc[0::2], 0.25) and np.allclose(acc[1::2], 1.0)
+    counts = {"flat": 0, "mixed": 0}
+    for step in range(2, 202):
+        rows = u.next_rows(4, step=step)
+        np.testing.assert_allclose(u.last_selection["weight"], 1.0 / u.acceptance(step)[rows])
+        for r in rows:
+            counts["flat" if r % 2 == 0 else "mixed"] += 1
+    # rolled out in proportion to acceptance: about a quarter as often
+    assert 0.18 < counts["flat"] / counts["mixed"] < 0.33
+    # without thinning every prompt comes once per epoch and weighs 1
+    plain = UniformSampler(s, seed=0, importance=True)
+    rows = plain.next_rows(40, step=2)
+    assert sorted(rows.tolist()) == list(range(40))
+    assert np.all(plain.last_selection["weight"] == 1.0)
+
+
+def test_importance_weights_follow_the_skip_of_flat_groups():
+    s = SampleStats([f"p{i}" for i in range(20)])
+    s.update([f"p{i}" for i in range(5) for _ in range(4)], [0.0] * 20, step=1)
+    u = UniformSampler(s, seed=1, skip_flat=0.5, importance=True)
+    rows = u.next_rows(20, step=2)  # the whole pool: skipped rows fill the end
+    w = dict(zip(rows.tolist(), u.last_selection["weight"].tolist(), strict=True))
+    assert all(w[r] == 2.0 for r in range(5) if r in w)
+    assert all(w[r] == 1.0 for r in range(5, 20))
+
+
+def test_bad_thinning_settings_fail_with_the_setting_named():
+    s = SampleStats(["a"])
+    with pytest.raises(ValueError, match="thin_floor"):
+        make_sampler("uniform", s, thin_floor=1.5)
+    with pytest.raises(ValueError, match="thin_at"):
+        make_sampler("uniform", s, thin_floor=0.2, thin_at=0.0)
+    with pytest.raises(ValueError, match="importance"):
+        make_sampler("uniform", s, importance="yes")
+    with pytest.raises(ValueError, match="does not take"):
+        make_sampler("thompson", s, importance=True)
+
+
+def test_skip_flat_can_skip_unsolved_prompts_only():
+    # under sampling at T = 1 a prompt solved 8/8 is often mixed next time, one never
+    # solved rarely is: GRESO's skip, per direction
+    s = SampleStats([f"p{i}" for i in range(30)])
+    unsolved, solved = [f"p{i}" for i in range(10)], [f"p{i}" for i in range(10, 20)]
+    s.update([i for i in unsolved for _ in range(4)], [0.0] * 40, step=1)
+    s.update([i for i in solved for _ in range(4)], [1.0] * 40, step=1)
+    u = UniformSampler(s, seed=0, skip_flat={"unsolved": 0.9999, "solved": 0.0})
+    picked = u.next_batch(20, step=2)
+    assert set(picked) == set(solved) | {f"p{i}" for i in range(20, 30)}
+    np.testing.assert_allclose(u.acceptance(2)[:20], [1e-4] * 10 + [1.0] * 10)
+    t = ThompsonSampler(s, seed=0, skip_flat={"unsolved": 0.9999})
+    assert not set(t.next_batch(20, step=2)) & set(unsolved)
+    with pytest.raises(ValueError, match="keys 'unsolved' and 'solved'"):
+        UniformSampler(s, skip_flat={"hard": 0.5})
+    with pytest.raises(ValueError, match="skip_flat must be in"):
+        UniformSampler(s, skip_flat={"unsolved": 1.0})

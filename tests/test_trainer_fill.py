@@ -97,3 +97,36 @@ def test_fill_mode_with_the_shared_store_trains_and_resumes_identically(tmp_path
     a, b = _log(tmp_path / "a"), _log(tmp_path / "b")
     assert sum(r["kept"] for r in a) == 4 * 3 * G
     assert a == b
+
+
+def test_importance_weights_scale_kept_advantages_to_mean_one():
+    from types import SimpleNamespace
+
+    from trainer.grpo import _importance_scale
+
+    adv = torch.tensor([1.0, -1.0, 1.0, -1.0])  # two groups of two
+    a = SimpleNamespace(weight=[4.0, 1.0], keep=torch.tensor([True, True]), adv=adv.clone())
+    b = SimpleNamespace(weight=[5.0], keep=torch.tensor([False]), adv=torch.tensor([1.0, -1.0]))
+    _importance_scale([a, b], g=2)
+    # kept weights 4 and 1 -> mean 2.5; the dropped group's weight does not count
+    torch.testing.assert_close(a.adv, torch.tensor([1.6, -1.6, 0.4, -0.4]))
+    plain = SimpleNamespace(weight=[1.0, 1.0], keep=torch.tensor([True, False]), adv=adv.clone())
+    _importance_scale([plain], g=2)
+    assert torch.equal(plain.adv, adv)
+
+
+def test_fill_mode_with_a_thinning_sampler_logs_the_weighted_advantages(tmp_path):
+    tr = _trainer(tmp_path / "run", some_prompts_informative, steps=3,
+                  sampler_args={"thin_floor": 0.2, "importance": True},
+                  store_args={"share": True, "group_keys": ["level"]})
+    history = tr.train()
+    log = pq.read_table(tmp_path / "run" / "rollouts").to_pylist()
+    for m in history:
+        kept = [r for r in log if r["step"] == m.step and r["kept"]]
+        assert len(kept) == 3 * G
+        # raw advantages are +-sqrt(3)/2 here (rewards 0, 1, 0, 1; unbiased std), and the
+        # weights average 1 per update
+        assert abs(sum(abs(r["advantage"]) for r in kept) / len(kept) - 3 ** 0.5 / 2) < 1e-5
+    # after the first step the store has seen flat prompts, and thinning weighs them up
+    later = {round(abs(r["advantage"]), 4) for r in log if r["step"] > 1 and r["kept"]}
+    assert len(later) > 1

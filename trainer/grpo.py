@@ -89,6 +89,7 @@ class _Round:
     p_est: list[float | None]
     score: list[float | None]
     group0: int
+    weight: list[float]  # the sampler's importance weight per group (1 unless it thins)
     keep: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
 
 
@@ -282,6 +283,7 @@ class GRPOTrainer:
                 torch.ones_like(r.informative)
 
         # 5. policy update on the kept groups
+        _importance_scale(rounds, cfg.group_size)
         if len(rounds) == 1:
             r = rounds[0]
             loss, clip_frac, kl = self._update(r.gen, r.adv, r.keep.repeat_interleave(cfg.group_size))
@@ -323,6 +325,7 @@ class GRPOTrainer:
         cfg = self.cfg
         ids = [str(i) for i in self.sampler.next_batch(k, step=t)]
         p_est, score = _selection_info(self.sampler, self.stats, ids)
+        weight = _selection_weights(self.sampler, len(ids))
         rows = [self._row[i] for i in ids]
         g = cfg.group_size
         if self.vision is not None:  # image prompts: a bad image leaves out its prompt only
@@ -331,6 +334,7 @@ class GRPOTrainer:
             self._image_errors(batch.errors)
             ids = [ids[i] for i in batch.rows]
             p_est, score = [p_est[i] for i in batch.rows], [score[i] for i in batch.rows]
+            weight = [weight[i] for i in batch.rows]
             rows = [rows[i] for i in batch.rows]
         prompts = [self._prompt[r] for r in rows for _ in range(g)]
         # each prompt prefilled once, its KV cache shared by its G responses
@@ -364,7 +368,7 @@ class GRPOTrainer:
             informative=informative_groups(rewards, g),
             correct=rew.components.get("correct", [float("nan")] * len(prompts)),
             fmt=rew.components.get("format", [float("nan")] * len(prompts)),
-            p_est=p_est, score=score, group0=group0,
+            p_est=p_est, score=score, group0=group0, weight=weight,
         )
 
     def _fill_rounds(self, t: int) -> tuple[list[_Round], bool]:
@@ -557,6 +561,30 @@ def _selection_info(sampler, stats, ids: list[str]) -> tuple[list[float | None],
         if isinstance(sel, dict) and "p_estimate" in sel:
             return [_f(v) for v in sel["p_estimate"]], [_f(v) for v in sel.get("score", [None] * len(ids))]
     return [None] * len(ids), [None] * len(ids)
+
+
+def _selection_weights(sampler, n: int) -> list[float]:
+    """The sampler's importance weight per picked prompt (`last_selection["weight"]`), else ones."""
+    sel = getattr(sampler, "last_selection", None)
+    w = sel.get("weight") if isinstance(sel, dict) else None
+    return [float(v) for v in w] if w is not None and len(w) == n else [1.0] * n
+
+
+def _importance_scale(rounds: list[_Round], g: int) -> None:
+    """Scale kept groups' advantages by their importance weights, normalized to mean 1.
+
+    With a thinning sampler (`UniformSampler(importance=True)`) a prompt rolled
+    out with probability a counts 1/a times, so the expected update is uniform
+    sampling's; the normalization keeps the step size of an unweighted update.
+    Nothing changes when every weight is 1.
+    """
+    kept = [w for r in rounds for w, k in zip(r.weight, r.keep.tolist(), strict=True) if k]
+    if not kept or all(w == 1.0 for w in kept):
+        return
+    mean = float(np.mean(kept))
+    for r in rounds:
+        scale = torch.tensor(r.weight, dtype=r.adv.dtype) / mean
+        r.adv = r.adv * scale.repeat_interleave(g)
 
 
 def _f(v: Any) -> float | None:
