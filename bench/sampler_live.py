@@ -20,6 +20,19 @@ informative ones are in hand and updates on exactly those) with three samplers:
 - uniform_skip: uniform with GRESO's skip of prompts whose last groups were all
   equal (`skip_flat=0.5`), i.e. DAPO + GRESO; several-epochs regime only.
 - shared_skip: `shared_cover` with the same skip; several-epochs regime only.
+- uniform_skip_unsolved: uniform skipping only prompts whose last groups were
+  all wrong (`skip_flat={unsolved=0.7}`); `uniform_skip_unsolved9` with 0.9
+  (not in the default arms). Several-epochs regime only.
+- shared_thin: uniform epochs thinned by the shared store's prediction (a prompt
+  is rolled out with probability clip(P_inf / 0.5, 0.2, 1)) and importance
+  weights 1 / that probability on the kept groups, so that the expected update
+  is uniform's; `shared_thin_noiw` without the weights (not in the default
+  arms). uniform_skip_iw: `uniform_skip` with the same importance weights.
+  Several-epochs regime only.
+
+The several-epochs regime also records, per arm, the informative share of a
+revisit by the outcome of the prompt's previous groups (`revisits`: first
+visit, unsolved once, unsolved twice, solved, mixed; REVISIT_SQL over the log).
 
 Two data regimes: one pass (the RL pool is larger than what uniform draws, so
 uniform never sees a prompt twice) and several epochs (a small pool that
@@ -72,7 +85,18 @@ ARMS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "shared_strat": ("thompson", {"weights": "pool"}, SHARED_STORE),
     "uniform_skip": ("uniform", {"skip_flat": 0.5}, {}),
     "shared_skip": ("thompson", {"max_staleness": 20, "skip_flat": 0.5}, SHARED_STORE),
+    "shared_thin": ("uniform", {"thin_floor": 0.2, "thin_at": 0.5, "importance": True},
+                    SHARED_STORE),
+    "shared_thin_noiw": ("uniform", {"thin_floor": 0.2, "thin_at": 0.5}, SHARED_STORE),
+    "uniform_skip_iw": ("uniform", {"skip_flat": 0.5, "importance": True}, {}),
+    "uniform_skip_unsolved": ("uniform", {"skip_flat": {"unsolved": 0.7}}, {}),
+    "uniform_skip_unsolved9": ("uniform", {"skip_flat": {"unsolved": 0.9}}, {}),
 }
+
+# arms that act on prompts seen again: run in the several-epochs regime only
+MULTI_EPOCH_ONLY = {"shared_cover", "shared_gap", "uniform_skip", "shared_skip", "uniform_skip_iw",
+                    "uniform_skip_unsolved", "uniform_skip_unsolved9", "shared_thin",
+                    "shared_thin_noiw"}
 
 
 def cold_start(work: Path, args) -> tuple[Path, Path, Path, Path]:
@@ -125,6 +149,31 @@ SELECT count(*) AS prompts, max(n) AS most,
 FROM (SELECT sample_id, count(DISTINCT (step, "group")) AS n FROM rollouts
       WHERE kept GROUP BY sample_id)
 """
+
+# How predictable is a flat group from the prompt's last groups? Per revisit, the
+# outcome of the prompt's previous group(s): where the informative share is low, a
+# skip rule saves rollouts; where it is high, skipping costs kept groups.
+REVISIT_SQL = """
+WITH g AS (SELECT sample_id, step, "group", sum(correct::INT) AS k, count(*) AS n
+           FROM rollouts GROUP BY ALL),
+v AS (SELECT k, n, lag(k) OVER w AS k1, lag(k, 2) OVER w AS k2, lag(n) OVER w AS n1
+      FROM g WINDOW w AS (PARTITION BY sample_id ORDER BY step, "group"))
+SELECT CASE WHEN k1 IS NULL THEN 'first visit'
+            WHEN k1 = 0 AND k2 = 0 THEN 'unsolved twice'
+            WHEN k1 = 0 THEN 'unsolved once'
+            WHEN k1 = n1 THEN 'solved'
+            ELSE 'mixed' END AS last,
+       count(*) AS groups, avg((k > 0 AND k < n)::INT) AS informative
+FROM v GROUP BY 1 ORDER BY 1
+"""
+
+
+def revisits(run: Path) -> dict[str, dict[str, float]]:
+    """REVISIT_SQL over one run's log: {last outcome: {groups, informative share}}."""
+    from pipelines.query import connect
+
+    rows = connect(run).con.sql(REVISIT_SQL).fetchall()
+    return {last: {"groups": int(n), "informative": float(inf)} for last, n, inf in rows}
 
 
 def run_arm(job: dict[str, Any]) -> dict[str, Any]:
@@ -186,6 +235,7 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
         "kept_prompts": kept_prompts, "most_kept_groups_one_prompt": most,
         "kept_share_from_prompts_kept_8plus": share8,
         "pool_final": None if pool_acc is None else pool_acc[0],
+        "revisits": revisits(run) if job["pool"] else None,
         "seconds": time.perf_counter() - t0,
     }
 
@@ -252,6 +302,14 @@ def summarize(regime: str, runs: list[dict[str, Any]], fill: bool) -> dict[str, 
             for k in ("kept_prompts", "most_kept_groups_one_prompt",
                       "kept_share_from_prompts_kept_8plus"):
                 arms[arm][k] = st.mean(r[k] for r in rs)
+        if all(r.get("revisits") for r in rs):  # groups summed over seeds
+            cats = sorted({c for r in rs for c in r["revisits"]})
+            tot = {c: sum(r["revisits"].get(c, {}).get("groups", 0) for r in rs) for c in cats}
+            arms[arm]["revisits"] = {c: {
+                "share_of_groups": tot[c] / sum(tot.values()),
+                "informative": sum(r["revisits"][c]["groups"] * r["revisits"][c]["informative"]
+                                   for r in rs if c in r["revisits"]) / max(tot[c], 1)}
+                for c in cats}
     key = "rollouts_to_uniform_final_ratio"
     cands = [a for a in arms if a != "uniform"] or ["uniform"]
     if fill and any(arms[a][key] is not None for a in cands):
@@ -281,7 +339,8 @@ def main() -> int:
     ap.add_argument("--sft-steps", type=int, default=900)
     ap.add_argument("--regimes", default="one_pass,multi_epoch,fixed")
     ap.add_argument("--arms", default="uniform,thompson,shared,shared_cover,shared_gap,"
-                                       "uniform_skip,shared_skip")
+                                       "uniform_skip,shared_skip,uniform_skip_unsolved,"
+                                       "shared_thin,uniform_skip_iw")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--reuse", default=None,
                     help="a partial.json of an earlier run with the same settings: its runs of "
@@ -326,9 +385,8 @@ def main() -> int:
         for arm in args.arms.split(","):
             if regime == "fixed" and arm not in ("uniform", "shared"):
                 continue  # the fixed regime compares uniform with the new sampler
-            if arm in ("shared_cover", "shared_gap", "uniform_skip", "shared_skip") \
-                    and regime != "multi_epoch":  # these act on prompts seen again
-                continue  # a staleness bound needs pool <= W x picks per step
+            if arm in MULTI_EPOCH_ONLY and regime != "multi_epoch":
+                continue  # they act on prompts seen again (a staleness bound needs n <= W k)
             for seed in range(args.seeds):
                 steps = args.steps if (arm == "uniform" or not fill) else \
                     int(round(args.steps * args.extra))
@@ -346,6 +404,10 @@ def main() -> int:
                    if (j["regime"], j["arm"], j["seed"]) in done]
         jobs = [j for j in jobs if (j["regime"], j["arm"], j["seed"]) not in done]
         print(f"reusing {len(results)} runs of {args.reuse}; running {len(jobs)}", flush=True)
+        for r in results:  # runs from before the revisit table: read it off their logs
+            run = work / "runs" / f"{r['regime']}-{r['arm']}-{r['seed']}"
+            if r["regime"] == "multi_epoch" and not r.get("revisits") and run.exists():
+                r["revisits"] = revisits(run)
     with ProcessPoolExecutor(max_workers=args.workers) as pool_exec:
         for r in pool_exec.map(run_arm, jobs):
             results.append(r)
