@@ -295,11 +295,9 @@ class UniformSampler(Sampler):
         return acc
 
     def next_rows(self, k: int, step: int) -> np.ndarray:
-        thinning = self.skip_flat > 0 or self.thin_floor > 0
-        self._accept = self.acceptance(int(step)) if thinning and isinstance(step, int | np.integer) \
-            and not isinstance(step, bool) else None
+        self._accept = None  # set by _draw_skips when skipping is on
         rows = super().next_rows(k, step)
-        if self.importance and self.last_selection is not None:
+        if self.importance:
             # the inverse of each row's acceptance makes the expected update uniform's
             acc = self._accept[rows] if self._accept is not None else np.ones(len(rows))
             self.last_selection["weight"] = 1.0 / acc
@@ -309,10 +307,12 @@ class UniformSampler(Sampler):
         return self.skip_flat > 0 or self.thin_floor > 0
 
     def _draw_skips(self) -> np.ndarray:
+        # called by next_rows once the step is validated (and stored in _taken_step)
         if self.thin_floor == 0:  # GRESO's skip alone: the base draw, same stream as before
+            if self.importance:
+                self._accept = self.acceptance(self._taken_step)
             return super()._draw_skips()
-        if self._accept is None:
-            return np.zeros(len(self._stats), dtype=bool)
+        self._accept = self.acceptance(self._taken_step)
         return self.rng.random(len(self._accept)) >= self._accept
 
     def _choose(self, q, step, rows, key):
