@@ -159,3 +159,13 @@ def test_typo_is_reported_before_the_data_libraries_load(tmp_path, verb):
                          text=True, check=True)
     assert "unknown key" in out.stderr
     assert "LOADED []" in out.stdout, out.stdout
+
+
+def test_sampler_argument_out_of_range_fails_at_load(tmp_path, capsys):
+    err = _run(tmp_path, capsys, 'sampler = "uniform"\nsampler_args = { skip_flat = 1.5 }')
+    assert "sampler_args (uniform): skip_flat must be in [0, 1)" in err
+    err = _run(tmp_path, capsys,
+               'sampler = "uniform"\nsampler_args = { skip_flat = { hard = 0.5 } }')
+    assert "skip_flat takes the keys 'unsolved' and 'solved'" in err
+    err = _run(tmp_path, capsys, 'sampler = "uniform"\nsampler_args = { thin_floor = -0.1 }')
+    assert "thin_floor must be in [0, 1]" in err

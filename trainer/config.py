@@ -161,7 +161,20 @@ class GRPOConfig(OptimizerConfig):
             validate_params(model, self.sampler_args, where=f"sampler_args ({self.sampler})")
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
+        _check_sampler_values(cls, self.sampler, self.sampler_args)
         return self
+
+
+def _check_sampler_values(cls: type, name: str, args: dict[str, Any]) -> None:
+    """Build the sampler once on a two-prompt store, so that a value out of range
+    (`skip_flat = 1.5`, `thin_floor = -1`) fails when the file is read, not when
+    training starts. `weights` names the real set's domains and is checked there."""
+    from sampling import SampleStats
+
+    try:
+        cls(SampleStats(["a", "b"]), **{k: v for k, v in args.items() if k != "weights"})
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"sampler_args ({name}): {exc}") from None
 
 
 class SFTConfig(OptimizerConfig):
