@@ -701,15 +701,15 @@ class SampleStats:
         flat = (m2b <= 1e-12) & (cnt >= 2)
         self._streak[uniq] = np.where(flat, self._streak[uniq] + 1, 0)
         first = self._n_seen[uniq] == cnt  # updated just above: these had no evidence before
-        self._first_mean[uniq[first]] = mb[first]
-        self._first_n[uniq[first]] = cnt[first]
-        self._first_step[uniq[first]] = step
         fr = uniq[first]
+        self._first_mean[fr] = mb[first]
+        self._first_n[fr] = cnt[first]
+        self._first_step[fr] = step
         self._moments.add(self.groups.leaf[fr], mb[first], cnt[first], np.full(len(fr), step),
                           p.group_half_life)
         # groups learn from first visits only: revisits are chosen for their evidence
         # (a sampler returns to the mixed prompts), so they would bias the group toward 1/2
-        self.groups.add(uniq[first], s_sum[first], cnt[first], step, p.group_half_life)
+        self.groups.add(fr, s_sum[first], cnt[first], step, p.group_half_life)
         if resid is not None:
             self.groups.add_residuals(uniq, resid, step, p.group_half_life)
         self._version += 1

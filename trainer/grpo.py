@@ -324,8 +324,7 @@ class GRPOTrainer:
         """Ask the sampler for k prompts, sample G responses each, score them, update the store."""
         cfg = self.cfg
         ids = [str(i) for i in self.sampler.next_batch(k, step=t)]
-        p_est, score = _selection_info(self.sampler, self.stats, ids)
-        weight = _selection_weights(self.sampler, len(ids))
+        p_est, score, weight = _selection_info(self.sampler, ids)
         rows = [self._row[i] for i in ids]
         g = cfg.group_size
         if self.vision is not None:  # image prompts: a bad image leaves out its prompt only
@@ -552,22 +551,21 @@ class GRPOTrainer:
 
 
 # --------------------------------------------------------- sampler adapters
-def _selection_info(sampler, stats, ids: list[str]) -> tuple[list[float | None], list[float | None]]:
-    """The sampler's posterior mean and selection score for `ids`, as at selection."""
+def _selection_info(sampler, ids: list[str]) -> tuple[list[float | None], list[float | None],
+                                                      list[float]]:
+    """The sampler's posterior mean, selection score and importance weight for `ids`, as
+    at selection (`last_selection`; None, None and 1 where the sampler gives none)."""
+    n = len(ids)
     sel = getattr(sampler, "last_selection", None)
-    if sel is not None:
-        if isinstance(sel, pa.Table):
-            sel = sel.to_pydict()
-        if isinstance(sel, dict) and "p_estimate" in sel:
-            return [_f(v) for v in sel["p_estimate"]], [_f(v) for v in sel.get("score", [None] * len(ids))]
-    return [None] * len(ids), [None] * len(ids)
-
-
-def _selection_weights(sampler, n: int) -> list[float]:
-    """The sampler's importance weight per picked prompt (`last_selection["weight"]`), else ones."""
-    sel = getattr(sampler, "last_selection", None)
-    w = sel.get("weight") if isinstance(sel, dict) else None
-    return [float(v) for v in w] if w is not None and len(w) == n else [1.0] * n
+    if isinstance(sel, pa.Table):
+        sel = sel.to_pydict()
+    if not isinstance(sel, dict):
+        return [None] * n, [None] * n, [1.0] * n
+    p_est = [_f(v) for v in sel["p_estimate"]] if "p_estimate" in sel else [None] * n
+    score = [_f(v) for v in sel["score"]] if "p_estimate" in sel and "score" in sel else [None] * n
+    w = sel.get("weight")
+    weight = [float(v) for v in w] if w is not None and len(w) == n else [1.0] * n
+    return p_est, score, weight
 
 
 def _importance_scale(rounds: list[_Round], g: int) -> None:
