@@ -168,11 +168,10 @@ FROM v GROUP BY 1 ORDER BY 1
 """
 
 
-def revisits(run: Path) -> dict[str, dict[str, float]]:
-    """REVISIT_SQL over one run's log: {last outcome: {groups, informative share}}."""
-    from pipelines.query import connect
-
-    rows = connect(run).con.sql(REVISIT_SQL).fetchall()
+def revisits(lake: Any) -> dict[str, dict[str, float]]:
+    """REVISIT_SQL over one run's log (`pipelines.query.connect(run)`):
+    {last outcome: {groups, informative share}}."""
+    rows = lake.con.sql(REVISIT_SQL).fetchall()
     return {last: {"groups": int(n), "informative": float(inf)} for last, n, inf in rows}
 
 
@@ -235,7 +234,7 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
         "kept_prompts": kept_prompts, "most_kept_groups_one_prompt": most,
         "kept_share_from_prompts_kept_8plus": share8,
         "pool_final": None if pool_acc is None else pool_acc[0],
-        "revisits": revisits(run) if job["pool"] else None,
+        "revisits": revisits(lake) if job["pool"] else None,
         "seconds": time.perf_counter() - t0,
     }
 
@@ -404,10 +403,12 @@ def main() -> int:
                    if (j["regime"], j["arm"], j["seed"]) in done]
         jobs = [j for j in jobs if (j["regime"], j["arm"], j["seed"]) not in done]
         print(f"reusing {len(results)} runs of {args.reuse}; running {len(jobs)}", flush=True)
+        from pipelines.query import connect
+
         for r in results:  # runs from before the revisit table: read it off their logs
             run = work / "runs" / f"{r['regime']}-{r['arm']}-{r['seed']}"
             if r["regime"] == "multi_epoch" and not r.get("revisits") and run.exists():
-                r["revisits"] = revisits(run)
+                r["revisits"] = revisits(connect(run))
     with ProcessPoolExecutor(max_workers=args.workers) as pool_exec:
         for r in pool_exec.map(run_arm, jobs):
             results.append(r)
