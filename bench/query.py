@@ -84,8 +84,9 @@ def polars_queries(files: list[str]) -> dict:
         m = max(base.select(pl.col("len").max()).collect().item(), 1)
         b = pl.min_horizontal((pl.col("len") * 10.0 / m).floor(), pl.lit(9.0))
         return (base.with_columns(len_from=b * m / 10.0, len_to=(b + 1) * m / 10.0)
-                .group_by("len_from", "len_to").agg(pl.len().alias("responses"), pl.col("reward").mean(),
-                                                   pl.col("correct").cast(pl.Float64).mean()).sort("len_from").collect())
+                .group_by("len_from", "len_to").agg(pl.len().alias("responses"), pl.col("reward").mean().alias("reward_mean"),
+                                                   pl.col("correct").cast(pl.Float64).mean().alias("accuracy"))
+                .sort("len_from").collect())
 
     def stuck_prompts():  # the same plan as the SQL: max(step) > min(step), details for 100 rows only
         stuck = (lf().group_by("sample_id").agg(
@@ -97,6 +98,53 @@ def polars_queries(files: list[str]) -> dict:
                   .agg(pl.col("domain").first(), pl.col("step").n_unique().alias("steps"), pl.col("prompt").first())
                   .collect())
         return stuck.join(detail, on="sample_id").sort(["n", "sample_id"], descending=[True, False])
+
+    # a group is (run, step, group), or (run, step, prompt) in logs without group ids
+    group_keys = ["run_id", "step", "group",
+                  pl.when(pl.col("group").is_null()).then(pl.col("sample_id")).alias("g_prompt")]
+
+    def calibration():
+        g = (lf().filter(pl.col("p_estimate").is_not_null() & pl.col("correct").is_not_null())
+             .group_by(group_keys).agg(pl.col("p_estimate").first().alias("p"), c.mean().alias("acc")))
+        b = (g.with_columns(bin=pl.min_horizontal((pl.col("p") * 10).floor(), pl.lit(9.0)))
+             .group_by("run_id", "bin").agg(pl.len().alias("groups"), pl.col("p").mean().alias("predicted"),
+                                            pl.col("acc").mean().alias("observed")))
+        err = (pl.col("groups") * (pl.col("predicted") - pl.col("observed")).abs()).sum().over("run_id")
+        return (b.with_columns(lo=pl.col("bin") / 10, hi=(pl.col("bin") + 1) / 10,
+                               ece=err / pl.col("groups").sum().over("run_id"))
+                .select("run_id", "lo", "hi", "groups", "predicted", "observed", "ece")
+                .sort("run_id", "lo").collect())
+
+    def rollout_cost():
+        kept = pl.col("kept")
+        g = lf().group_by(group_keys).agg(
+            pl.len().alias("rollouts"), (pl.col("reward").min() < pl.col("reward").max()).alias("informative"),
+            # SQL's bool_or: null when every row is null (logs from before fill mode)
+            pl.when(kept.is_not_null().any()).then(kept.any()).alias("kept"))
+        return g.group_by("run_id").agg(
+            pl.col("step").n_unique().alias("steps"), pl.col("rollouts").sum(), pl.len().alias("groups"),
+            pl.col("informative").sum().alias("informative_groups"),
+            pl.when(pl.col("kept").is_not_null().any()).then(pl.col("kept").cast(pl.Int64).sum())
+            .alias("kept_groups"),
+            pl.col("informative").cast(pl.Float64).mean().alias("informative_ratio"),
+            (pl.col("rollouts").sum() / pl.col("step").n_unique()).alias("rollouts_per_step"),
+        ).sort("run_id").collect()
+
+    def revisits():
+        g = (lf().filter(pl.col("correct").is_not_null()).group_by(["sample_id", *group_keys])
+             .agg(pl.col("correct").cast(pl.Int64).sum().alias("k"), pl.len().alias("n"))
+             .sort("run_id", "sample_id", "step", "group"))
+        prev = lambda col, i=1: pl.col(col).shift(i).over("run_id", "sample_id")  # noqa: E731
+        last = (pl.when(prev("k").is_null()).then(pl.lit("first visit"))
+                .when((prev("k") == 0) & (prev("k", 2) == 0)).then(pl.lit("unsolved twice"))
+                .when(prev("k") == 0).then(pl.lit("unsolved once"))
+                .when(prev("k") == prev("n")).then(pl.lit("solved")).otherwise(pl.lit("mixed")))
+        inf = ((pl.col("k") > 0) & (pl.col("k") < pl.col("n"))).cast(pl.Float64)
+        return (g.with_columns(last=last, inf=inf).group_by("run_id", "last")
+                .agg(pl.len().alias("groups"), pl.col("inf").mean().alias("informative"))
+                .with_columns(share_of_groups=pl.col("groups") / pl.col("groups").sum().over("run_id"))
+                .select("run_id", "last", "groups", "share_of_groups", "informative")
+                .sort("run_id", "last").collect())
 
     return {
         "pass_rates": lambda: lf().group_by("sample_id").agg(
@@ -116,6 +164,9 @@ def polars_queries(files: list[str]) -> dict:
         ).sort("run_id", "domain", "step").collect(),
         "length_vs_reward": length_vs_reward,
         "stuck_prompts": stuck_prompts,
+        "calibration": calibration,
+        "rollout_cost": rollout_cost,
+        "revisits": revisits,
     }
 
 

@@ -32,7 +32,7 @@ informative ones are in hand and updates on exactly those) with three samplers:
 
 The several-epochs regime also records, per arm, the informative share of a
 revisit by the outcome of the prompt's previous groups (`revisits`: first
-visit, unsolved once, unsolved twice, solved, mixed; REVISIT_SQL over the log).
+visit, unsolved once, unsolved twice, solved, mixed; the `revisits` named query).
 
 Two data regimes: one pass (the RL pool is larger than what uniform draws, so
 uniform never sees a prompt twice) and several epochs (a small pool that
@@ -150,29 +150,13 @@ FROM (SELECT sample_id, count(DISTINCT (step, "group")) AS n FROM rollouts
       WHERE kept GROUP BY sample_id)
 """
 
-# How predictable is a flat group from the prompt's last groups? Per revisit, the
-# outcome of the prompt's previous group(s): where the informative share is low, a
-# skip rule saves rollouts; where it is high, skipping costs kept groups.
-REVISIT_SQL = """
-WITH g AS (SELECT sample_id, step, "group", sum(correct::INT) AS k, count(*) AS n
-           FROM rollouts GROUP BY ALL),
-v AS (SELECT k, n, lag(k) OVER w AS k1, lag(k, 2) OVER w AS k2, lag(n) OVER w AS n1
-      FROM g WINDOW w AS (PARTITION BY sample_id ORDER BY step, "group"))
-SELECT CASE WHEN k1 IS NULL THEN 'first visit'
-            WHEN k1 = 0 AND k2 = 0 THEN 'unsolved twice'
-            WHEN k1 = 0 THEN 'unsolved once'
-            WHEN k1 = n1 THEN 'solved'
-            ELSE 'mixed' END AS last,
-       count(*) AS groups, avg((k > 0 AND k < n)::INT) AS informative
-FROM v GROUP BY 1 ORDER BY 1
-"""
-
-
 def revisits(lake: Any) -> dict[str, dict[str, float]]:
-    """REVISIT_SQL over one run's log (`pipelines.query.connect(run)`):
+    """The `revisits` named query over one run's log (`pipelines.query.connect(run)`):
     {last outcome: {groups, informative share}}."""
-    rows = lake.con.sql(REVISIT_SQL).fetchall()
-    return {last: {"groups": int(n), "informative": float(inf)} for last, n, inf in rows}
+    from pipelines.query import run_named
+
+    rows = run_named(lake, "revisits").fetchall()
+    return {last: {"groups": int(n), "informative": float(inf)} for _, last, n, _, inf in rows}
 
 
 def run_arm(job: dict[str, Any]) -> dict[str, Any]:

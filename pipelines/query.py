@@ -43,7 +43,8 @@ from curate import rollout_log
 from curate.errors import DataError
 
 NAMED_QUERIES = ("pass_rates", "informative_ratio", "reward_curve", "domain_curves",
-                 "length_vs_reward", "stuck_prompts", "calibration", "rollout_cost")
+                 "length_vs_reward", "stuck_prompts", "calibration", "rollout_cost",
+                 "revisits")
 
 # Columns of an empty `stats` view (DESIGN.md "Sample statistics"), so queries still bind.
 _STATS_EMPTY = """

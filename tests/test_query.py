@@ -63,6 +63,62 @@ def test_reward_curve_and_informative_ratio_match_polars(runs):
     assert info["informative_ratio"].to_list() == pytest.approx(want["inf"].to_list())
 
 
+def _write_groups(run: Path, groups: list[tuple[int, str, int, int]], kept: bool | None = None) -> None:
+    """(step, prompt, correct, responses) per group, one part per step."""
+    from curate.rollout_log import RolloutWriter
+
+    w = RolloutWriter(run, run_id=run.name)
+    for step in sorted({g[0] for g in groups}):
+        rows: dict[str, list] = {c: [] for c in ("step", "sample_id", "group", "response_idx", "prompt",
+                                                 "response", "reward", "correct", "kept",
+                                                 "response_tokens")}
+        for gi, (_, sid, k, n) in enumerate(g for g in groups if g[0] == step):
+            for i in range(n):
+                for c, v in (("step", step), ("sample_id", sid), ("group", gi), ("response_idx", i),
+                             ("prompt", sid), ("response", "x"), ("reward", float(i < k)),
+                             ("correct", i < k), ("kept", kept), ("response_tokens", 2 + i + step)):
+                    rows[c].append(v)
+        w.write(rows)
+
+
+def test_revisits_query_classes_each_group_by_the_prompts_last_ones(tmp_path):
+    # prompt a: 0/4, 0/4, 0/4, 3/4 -> first visit, unsolved once, unsolved twice, unsolved twice
+    # prompt b: 4/4, 4/4, 2/4      -> first visit, solved, solved;  prompt c: 1/4, 0/4 -> first, mixed
+    _write_groups(tmp_path / "r", [(1, "a", 0, 4), (2, "a", 0, 4), (3, "a", 0, 4), (4, "a", 3, 4),
+                                   (1, "b", 4, 4), (3, "b", 4, 4), (4, "b", 2, 4),
+                                   (2, "c", 1, 4), (3, "c", 0, 4)])
+    got = {r["last"]: (r["groups"], r["informative"])
+           for r in q(connect(tmp_path / "r"), run_named(connect(tmp_path / "r"), "revisits"))
+           .iter_rows(named=True)}
+    assert got == {"first visit": (3, pytest.approx(1 / 3)), "unsolved once": (1, 0.0),
+                   "unsolved twice": (2, 0.5), "solved": (2, 0.5), "mixed": (1, 0.0)}
+
+
+def test_bench_polars_twins_match_every_named_query(runs, tmp_path):
+    """bench/query.py times each named query against the same query in polars: the twins
+    exist for every named query and give the same table (on a plain log and a fill-mode one)."""
+    import importlib.util
+
+    from polars.testing import assert_frame_equal
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_query", Path(__file__).resolve().parents[1] / "bench" / "query.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    _write_groups(tmp_path / "fill", [(s, f"p{i}", (s * i) % 5, 4) for s in range(1, 7) for i in range(6)],
+                  kept=True)
+    for run in (runs / "a", tmp_path / "fill"):
+        files = sorted(str(p) for p in (run / "rollouts").glob("*.parquet"))
+        twins = bench.polars_queries(files)
+        assert sorted(twins) == sorted(NAMED_QUERIES)
+        lake = connect(run)
+        for name in NAMED_QUERIES:
+            want = q(lake, run_named(lake, name))
+            got = twins[name]().select(want.columns)
+            assert_frame_equal(got.sort(want.columns), want.sort(want.columns), check_dtypes=False,
+                               check_exact=False, rel_tol=1e-9)
+
+
 def test_pass_rates_query_agrees_with_curation(runs):
     lake = connect(runs / "a")
     sql = q(lake, run_named(lake, "pass_rates")).sort("sample_id")
