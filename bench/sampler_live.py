@@ -29,6 +29,15 @@ informative ones are in hand and updates on exactly those) with three samplers:
   is uniform's; `shared_thin_noiw` without the weights (not in the default
   arms). uniform_skip_iw: `uniform_skip` with the same importance weights.
   Several-epochs regime only.
+- shared_pool2, shared_pool4: MoPPS as published: each round Thompson ranks a
+  fresh uniform pool of 2 (4) times the groups it needs, not the whole set, so
+  no prompt can be picked far more often than uniform would (not in the
+  default arms).
+- shared_cluster: `shared` with one more group level under domain > level: the
+  k-means cluster (64) of each prompt's MiniLM embedding, as the curation stage
+  `cluster` writes it (not in the default arms; needs `thresher[embed]`).
+- shared_nodrift: `shared` without the store's drift correction (not in the
+  default arms; a check that the correction does not cost one-pass share).
 
 The several-epochs regime also records, per arm, the informative share of a
 revisit by the outcome of the prompt's previous groups (`revisits`: first
@@ -91,12 +100,19 @@ ARMS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "uniform_skip_iw": ("uniform", {"skip_flat": 0.5, "importance": True}, {}),
     "uniform_skip_unsolved": ("uniform", {"skip_flat": {"unsolved": 0.7}}, {}),
     "uniform_skip_unsolved9": ("uniform", {"skip_flat": {"unsolved": 0.9}}, {}),
+    "shared_pool2": ("thompson", {"pool_factor": 2.0}, SHARED_STORE),
+    "shared_pool4": ("thompson", {"pool_factor": 4.0}, SHARED_STORE),
+    "shared_nodrift": ("thompson", {}, {**SHARED_STORE, "drift_correction": False}),
+    "shared_cluster": ("thompson", {}, {**SHARED_STORE, "group_keys": ["level", "cluster"]}),
 }
 
-# arms that act on prompts seen again: run in the several-epochs regime only
+# arms run in the several-epochs regime only: they act on prompts seen again, or (the
+# MoPPS pools) answer a question of that regime
 MULTI_EPOCH_ONLY = {"shared_cover", "shared_gap", "uniform_skip", "shared_skip", "uniform_skip_iw",
                     "uniform_skip_unsolved", "uniform_skip_unsolved9", "shared_thin",
-                    "shared_thin_noiw"}
+                    "shared_thin_noiw", "shared_pool2", "shared_pool4"}
+# checks of the store on unseen prompts: run in the one-pass regime only
+ONE_PASS_ONLY = {"shared_nodrift", "shared_cluster"}
 
 
 def cold_start(work: Path, args) -> tuple[Path, Path, Path, Path]:
@@ -129,6 +145,28 @@ def cold_start(work: Path, args) -> tuple[Path, Path, Path, Path]:
         sft.train()
         sft.save()
     return ckpt, *paths
+
+
+CLUSTERS = 64  # k-means clusters of the RL prompts' MiniLM embeddings (`shared_cluster`)
+
+
+def uses_clusters(arm: str) -> bool:
+    return "cluster" in ARMS[arm][2].get("group_keys", ())
+
+
+def with_clusters(rl_path: Path) -> Path:
+    """The RL set with each prompt's `cluster` (k-means over the packaged MiniLM's
+    embeddings, `curate.embedding.cluster`, as a curation stage would add it) in its
+    meta, computed once beside it: the finest group of `shared_cluster`'s store."""
+    out = rl_path.with_name("rl_cluster.parquet")
+    if not out.exists():
+        import polars as pl
+
+        from curate.embedding import cluster
+        from curate.io import write_parquet_atomic
+
+        write_parquet_atomic(cluster(pl.read_parquet(rl_path), k=CLUSTERS).kept.to_arrow(), out)
+    return out
 
 
 def pool_of(rl, pool: int, seed: int):
@@ -174,7 +212,8 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
     from trainer.modeling import load_pretrained
 
     sampler, sampler_args, store_args = ARMS[job["arm"]]
-    rl = pool_of(pq.read_table(job["rl"]), job["pool"], job["pool_seed"])
+    rl_path = with_clusters(Path(job["rl"])) if uses_clusters(job["arm"]) else job["rl"]
+    rl = pool_of(pq.read_table(rl_path), job["pool"], job["pool_seed"])
     held = pq.read_table(job["eval"])
     model, tok = load_pretrained(job["ckpt"])
     tok.padding_side = "left"
@@ -360,6 +399,8 @@ def main() -> int:
         pool_cold = pass_at_1(model, tok, pool_of(pq.read_table(rl), args.multi_pool, 0),
                               k=args.k, max_new_tokens=10, seed=0)
         print(f"cold start: pass@1 on the several-epochs pool {pool_cold[0]:.4f}", flush=True)
+    if any(uses_clusters(a) for a in args.arms.split(",")):
+        with_clusters(Path(rl))  # once, before the runs that read it
     regimes = {"one_pass": (True, 0), "multi_epoch": (True, args.multi_pool),
                "fixed": (False, 0)}
     jobs = []
@@ -370,6 +411,8 @@ def main() -> int:
                 continue  # the fixed regime compares uniform with the new sampler
             if arm in MULTI_EPOCH_ONLY and regime != "multi_epoch":
                 continue  # they act on prompts seen again (a staleness bound needs n <= W k)
+            if arm in ONE_PASS_ONLY and regime != "one_pass":
+                continue
             for seed in range(args.seeds):
                 steps = args.steps if (arm == "uniform" or not fill) else \
                     int(round(args.steps * args.extra))
