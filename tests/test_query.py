@@ -87,9 +87,9 @@ def test_revisits_query_classes_each_group_by_the_prompts_last_ones(tmp_path):
     _write_groups(tmp_path / "r", [(1, "a", 0, 4), (2, "a", 0, 4), (3, "a", 0, 4), (4, "a", 3, 4),
                                    (1, "b", 4, 4), (3, "b", 4, 4), (4, "b", 2, 4),
                                    (2, "c", 1, 4), (3, "c", 0, 4)])
+    lake = connect(tmp_path / "r")
     got = {r["last"]: (r["groups"], r["informative"])
-           for r in q(connect(tmp_path / "r"), run_named(connect(tmp_path / "r"), "revisits"))
-           .iter_rows(named=True)}
+           for r in q(lake, run_named(lake, "revisits")).iter_rows(named=True)}
     assert got == {"first visit": (3, pytest.approx(1 / 3)), "unsolved once": (1, 0.0),
                    "unsolved twice": (2, 0.5), "solved": (2, 0.5), "mixed": (1, 0.0)}
 
