@@ -53,13 +53,15 @@ Per arm and seed: the share of generated groups that are informative, rollouts
 per step, held-out pass@1 (500 prompts x k = 16 at T = 1, with its standard
 error) every `--eval-every` steps, and the rollouts it takes to reach uniform's
 final pass@1 on the seed-averaged curve (linear interpolation), as a ratio to
-uniform's. In the several-epochs regime also pass@1 on the pool trained on
+uniform's, and the final's difference to uniform's with its standard error
+over seeds (Welch: run-to-run spread, which the eval SE over prompts leaves
+out). In the several-epochs regime also pass@1 on the pool trained on
 (at the end) and how concentrated the kept groups are (prompts they come from,
 the most from one prompt). Non-uniform arms may run `--extra` times uniform's steps so that
 they can reach it at all; the ratio is read where they cross. Rollout counts
 are checked against the `rollout_cost` named query over each run's log.
 
-    .venv/bin/python bench/sampler_live.py                 # ~60 min on 2 idle cores
+    .venv/bin/python bench/sampler_live.py                 # ~55 min on 2 idle cores
     .venv/bin/python bench/sampler_live.py --seeds 1 --steps 10 --regimes one_pass  # smoke
 
 Writes bench/results/sampler_live.json.
@@ -297,6 +299,7 @@ def summarize(regime: str, runs: list[dict[str, Any]], fill: bool) -> dict[str, 
     u_final = sum(p["pass1"] for p in u_pts) / len(u_pts)
     u_rollouts = sum(p["rollouts"] for p in u_pts) / len(u_pts)
     u_inf = st.mean(r["informative_ratio"] for r in uni)
+    u_finals = [r["held_out_final"] for r in uni]
     arms = {}
     for arm, rs in by_arm.items():
         xs, ys = mean_curve(rs)
@@ -312,6 +315,13 @@ def summarize(regime: str, runs: list[dict[str, Any]], fill: bool) -> dict[str, 
             "held_out_final": st.mean(finals),
             "held_out_final_spread": st.pstdev(finals),
             "held_out_final_se": st.mean(r["held_out_final_se"] for r in rs) / math.sqrt(len(rs)),
+            # the difference to uniform's final and its standard error from the seeds (Welch):
+            # run-to-run spread, eval noise included; the eval SE above counts eval noise only
+            "held_out_final_vs_uniform": st.mean(finals) - st.mean(u_finals),
+            "held_out_final_vs_uniform_se": (math.sqrt(st.variance(finals) / len(finals)
+                                                       + st.variance(u_finals) / len(u_finals))
+                                             if arm != "uniform" and len(finals) > 1
+                                             and len(u_finals) > 1 else None),
             "held_out_at_uniform_steps": st.mean(p["pass1"] for p in at_u),
             "rollouts_to_uniform_final": reach,
             "rollouts_to_uniform_final_ratio": None if reach is None else reach / u_rollouts,
@@ -464,7 +474,10 @@ def main() -> int:
             print(f"  {arm:>8}: informative {a['informative_ratio']:.3f} "
                   f"({a['informative_ratio_vs_uniform']:.2f}x uniform), "
                   f"{a['rollouts_per_step']:.0f} rollouts/step, final pass@1 "
-                  f"{a['held_out_final']:.4f} +- {a['held_out_final_se']:.4f}, rollouts to "
+                  f"{a['held_out_final']:.4f} +- {a['held_out_final_se']:.4f} "
+                  f"({a['held_out_final_vs_uniform']:+.4f} vs uniform"
+                  + ("" if a["held_out_final_vs_uniform_se"] is None
+                     else f" +- {a['held_out_final_vs_uniform_se']:.4f} over seeds") + "), rollouts to "
                   f"uniform's final: {'n/a' if ratio is None else f'{ratio:.2f}x'}")
             if "pool_final" in a:
                 print(f"  {'':>8}  pass@1 on the pool trained on {a['pool_final']:.4f} "
