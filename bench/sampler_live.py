@@ -214,8 +214,7 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
     from trainer.modeling import load_pretrained
 
     sampler, sampler_args, store_args = ARMS[job["arm"]]
-    rl_path = with_clusters(Path(job["rl"])) if uses_clusters(job["arm"]) else job["rl"]
-    rl = pool_of(pq.read_table(rl_path), job["pool"], job["pool_seed"])
+    rl = pool_of(pq.read_table(job["rl"]), job["pool"], job["pool_seed"])
     held = pq.read_table(job["eval"])
     model, tok = load_pretrained(job["ckpt"])
     tok.padding_side = "left"
@@ -409,8 +408,8 @@ def main() -> int:
         pool_cold = pass_at_1(model, tok, pool_of(pq.read_table(rl), args.multi_pool, 0),
                               k=args.k, max_new_tokens=10, seed=0)
         print(f"cold start: pass@1 on the several-epochs pool {pool_cold[0]:.4f}", flush=True)
-    if any(uses_clusters(a) for a in args.arms.split(",")):
-        with_clusters(Path(rl))  # once, before the runs that read it
+    # the RL set with embedding clusters, written once here for the arms that group by them
+    rl_cluster = with_clusters(Path(rl)) if any(map(uses_clusters, args.arms.split(","))) else None
     regimes = {"one_pass": (True, 0), "multi_epoch": (True, args.multi_pool),
                "fixed": (False, 0)}
     jobs = []
@@ -429,7 +428,8 @@ def main() -> int:
                 jobs.append({"regime": regime, "arm": arm, "seed": seed, "steps": steps,
                              "fill": fill, "pool": pool, "pool_seed": 0, "batch": args.batch,
                              "group_size": args.group_size, "eval_every": args.eval_every,
-                             "k": args.k, "lr": args.lr, "ckpt": str(ckpt), "rl": str(rl), "eval": str(held),
+                             "k": args.k, "lr": args.lr, "ckpt": str(ckpt), "eval": str(held),
+                             "rl": str(rl_cluster if uses_clusters(arm) else rl),
                              "cold": cold, "run": str(work / "runs" / f"{regime}-{arm}-{seed}")})
     results: list[dict[str, Any]] = []
     if args.reuse:
@@ -471,14 +471,15 @@ def main() -> int:
               f"{res['uniform_rollouts']:.0f} rollouts; best: {res['best']})")
         for arm, a in res["arms"].items():
             ratio = a["rollouts_to_uniform_final_ratio"]
+            se = a["held_out_final_vs_uniform_se"]
+            vs = f"{a['held_out_final_vs_uniform']:+.4f} vs uniform" + (
+                "" if se is None else f" +- {se:.4f} over seeds")
             print(f"  {arm:>8}: informative {a['informative_ratio']:.3f} "
                   f"({a['informative_ratio_vs_uniform']:.2f}x uniform), "
                   f"{a['rollouts_per_step']:.0f} rollouts/step, final pass@1 "
                   f"{a['held_out_final']:.4f} +- {a['held_out_final_se']:.4f} "
-                  f"({a['held_out_final_vs_uniform']:+.4f} vs uniform"
-                  + ("" if a["held_out_final_vs_uniform_se"] is None
-                     else f" +- {a['held_out_final_vs_uniform_se']:.4f} over seeds") + "), rollouts to "
-                  f"uniform's final: {'n/a' if ratio is None else f'{ratio:.2f}x'}")
+                  f"({vs}), rollouts to uniform's final: "
+                  f"{'n/a' if ratio is None else f'{ratio:.2f}x'}")
             if "pool_final" in a:
                 print(f"  {'':>8}  pass@1 on the pool trained on {a['pool_final']:.4f} "
                       f"(gap to held-out {a['memorized_gap']:+.4f}); kept groups from "

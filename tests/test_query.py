@@ -69,16 +69,12 @@ def _write_groups(run: Path, groups: list[tuple[int, str, int, int]], kept: bool
 
     w = RolloutWriter(run, run_id=run.name)
     for step in sorted({g[0] for g in groups}):
-        rows: dict[str, list] = {c: [] for c in ("step", "sample_id", "group", "response_idx", "prompt",
-                                                 "response", "reward", "correct", "kept",
-                                                 "response_tokens")}
-        for gi, (_, sid, k, n) in enumerate(g for g in groups if g[0] == step):
-            for i in range(n):
-                for c, v in (("step", step), ("sample_id", sid), ("group", gi), ("response_idx", i),
-                             ("prompt", sid), ("response", "x"), ("reward", float(i < k)),
-                             ("correct", i < k), ("kept", kept), ("response_tokens", 2 + i + step)):
-                    rows[c].append(v)
-        w.write(rows)
+        w.write(pa.Table.from_pylist([
+            {"step": step, "sample_id": sid, "group": gi, "response_idx": i, "prompt": sid,
+             "response": "x", "reward": float(i < k), "correct": i < k, "kept": kept,
+             "response_tokens": 2 + i + step}
+            for gi, (_, sid, k, n) in enumerate(g for g in groups if g[0] == step)
+            for i in range(n)]))
 
 
 def test_revisits_query_classes_each_group_by_the_prompts_last_ones(tmp_path):
