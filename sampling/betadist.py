@@ -21,6 +21,7 @@ drawing all m and keeping the best k, up to floating-point error.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from curate.lazy import lazy_import
@@ -54,6 +55,33 @@ def smallest_uniforms(m: int, k: int, rng: np.random.Generator) -> np.ndarray:
     k = min(k, m)
     e = rng.standard_exponential(k)
     return -np.expm1(-np.cumsum(e / (m - np.arange(k))))
+
+
+def smallest_uniforms_many(ms: Sequence[int], ks: Sequence[int], rng: np.random.Generator
+                           ) -> list[np.ndarray]:
+    """`smallest_uniforms(ms[i], ks[i], rng)` for every i, in one draw from `rng`.
+
+    The same numbers as calling `smallest_uniforms` in turn (the generator's
+    exponentials do not depend on how a run of them is split into calls), in a
+    few array operations instead of a handful per group.
+
+    >>> rng = np.random.default_rng(0)
+    >>> one = [smallest_uniforms(m, k, rng) for m, k in ((50, 3), (9, 5))]
+    >>> many = smallest_uniforms_many([50, 9], [3, 5], np.random.default_rng(0))
+    >>> all(np.array_equal(x, y) for x, y in zip(one, many))
+    True
+    """
+    ks = [min(int(k), int(m)) for m, k in zip(ms, ks, strict=True)]
+    if not ks:
+        return []
+    e = rng.standard_exponential(sum(ks))
+    if len(set(ks)) == 1:  # the usual case (every group asked for the batch size): one table
+        k = ks[0]
+        steps = e.reshape(len(ks), k) / (np.asarray(ms, dtype=np.int64)[:, None] - np.arange(k))
+        return list(-np.expm1(-np.cumsum(steps, axis=1)))
+    ends = np.cumsum(ks)
+    return [-np.expm1(-np.cumsum(x / (int(m) - np.arange(k))))
+            for x, m, k in zip(np.split(e, ends[:-1]), ms, ks, strict=True)]
 
 
 def distance_quantiles(a: float, b: float, u: np.ndarray, center: float = 0.5) -> np.ndarray:
@@ -168,12 +196,15 @@ class DistanceSearch:
         sizes = [len(u) for u in us]
         owner = np.repeat(groups, sizes)
         u = np.concatenate([np.asarray(x, dtype=np.float64) for x in us]) if us else np.zeros(0)
-        fg, dg = self.fg[owner], self.dg[owner]
-        hi = np.clip((fg < u[:, None]).sum(axis=1), 1, self.grid)[:, None]
+        # each table row is ascending: the cell of u is the count of entries below it,
+        # found per group (no copy of the table per quantile)
+        below = [np.searchsorted(self.fg[i], np.asarray(x, dtype=np.float64), side="left")
+                 for i, x in zip(groups.tolist(), us, strict=True)]
+        hi = np.clip(np.concatenate(below) if below else np.zeros(0, dtype=np.int64), 1, self.grid)
         lo = hi - 1
-        flo, fhi = np.take_along_axis(fg, lo, 1)[:, 0], np.take_along_axis(fg, hi, 1)[:, 0]
-        dlo, dhi = np.take_along_axis(dg, lo, 1)[:, 0], np.take_along_axis(dg, hi, 1)[:, 0]
-        plo, phi = np.take_along_axis(self.pg[owner], lo, 1)[:, 0], np.take_along_axis(self.pg[owner], hi, 1)[:, 0]
+        flo, fhi = self.fg[owner, lo], self.fg[owner, hi]
+        dlo, dhi = self.dg[owner, lo], self.dg[owner, hi]
+        plo, phi = self.pg[owner, lo], self.pg[owner, hi]
         d = self._start(u, flo, fhi, dlo, dhi, plo, phi)
         act = np.flatnonzero(dhi - dlo > self.tol)
         for _ in range(100):

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from curate.lazy import lazy_import
-from sampling.betadist import DistanceSearch, smallest_uniforms
+from sampling.betadist import DistanceSearch, smallest_uniforms_many
 from sampling.quota import domain_quotas
 from sampling.store import PRIOR_GROUP_MIN, SampleStats, beta_informative
 
@@ -508,7 +508,7 @@ class ThompsonSampler(Sampler):
                 # tempered draw p' = mean + T (p - mean): |p' - 1/2| = T |p - c|
                 draws.append((a, b, m, k, 0.5 - (1.0 - temp) * (mean - 0.5) / temp))
         if draws:  # each group's k smallest uniforms; their quantiles come below
-            us = [smallest_uniforms(int(d[2]), int(d[3]), self.rng) for d in draws]
+            us = smallest_uniforms_many([d[2] for d in draws], [d[3] for d in draws], self.rng)
         seen, small = st.seen_rows(), pg.small_rows
         if dom_code is not None:
             seen = seen[st.domain_codes[seen] == dom_code]

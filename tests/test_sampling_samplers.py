@@ -359,6 +359,24 @@ def test_distance_quantiles_match_bisection_also_before_the_support():
             assert abs(d - hi) < 1e-9, (i, u, d, hi)
 
 
+def test_smallest_uniforms_many_gives_each_groups_draws_from_one_call():
+    """The batched draw must equal drawing group by group from the same generator,
+    both when every group asks for the same k (one table) and when they differ, so
+    that a seeded run picks the same prompts as before it was batched."""
+    from sampling.betadist import smallest_uniforms, smallest_uniforms_many
+
+    for ms, ks in (([10**6, 5000, 700], [64, 64, 64]), ([10**6, 40, 9], [64, 64, 3])):
+        rng = np.random.default_rng(7)
+        one = [smallest_uniforms(m, k, rng) for m, k in zip(ms, ks, strict=True)]
+        after_one = rng.random()
+        rng = np.random.default_rng(7)
+        many = smallest_uniforms_many(ms, ks, rng)
+        assert [len(x) for x in many] == [min(m, k) for m, k in zip(ms, ks, strict=True)]
+        assert all(np.array_equal(x, y) for x, y in zip(one, many, strict=True))
+        assert rng.random() == after_one  # the generator is left where the loop leaves it
+        assert all(np.all(np.diff(x) > 0) for x in many)
+
+
 def test_pool_weights_stratify_by_domain_so_no_domain_is_starved():
     """weights="pool": each domain gets its pool share of the batch, even one that
     looks hopeless (never solved) and that Thompson alone would skip."""
