@@ -397,6 +397,7 @@ def run_job(cfg: RunConfig, run_dir: str | os.PathLike | None = None, progress: 
     """The main job; returns the run manifest (also written to RUN/manifest.json)."""
     import torch
 
+    from pipelines.sampler_value import sampler_value
     from trainer.evaluation import accuracy, accuracy_by_domain, blank_images, evaluate
     from trainer.grpo import GRPOTrainer
     from trainer.modeling import quiet_transformers
@@ -503,12 +504,14 @@ def run_job(cfg: RunConfig, run_dir: str | os.PathLike | None = None, progress: 
     }
     write_json_atomic(manifest, run_dir / "manifest.json")
     sv = manifest["sampler"]
-    if sv["informative_ratio"] is not None and sv["uniform_expected"]:
+    if sv["vs_uniform"] is not None:
+        first, last = sv["steps_compared"]
         console.print(
             f"[bold]sampler[/] {grpo_cfg.sampler}: {sv['informative_ratio']:.3f} of its groups were "
-            f"informative; a uniform draw would have given ~{sv['uniform_expected']:.3f} (the "
-            f"store's estimate over the whole pool at each snapshot): {sv['vs_uniform']:.2f}x. "
-            f"Calibration error of its estimates {sv['calibration_ece']:.3f}")
+            f"informative; over steps {first}-{last}, {sv['sampler_informative']:.3f} against "
+            f"~{sv['uniform_expected']:.3f} for a uniform draw from the pool (estimated from this "
+            f"run's outcomes; the store's own chance says {sv['store_score_expected']:.3f}): "
+            f"{sv['vs_uniform']:.2f}x. Calibration error of its estimates {sv['calibration_ece']:.3f}")
     console.print(f"[bold]eval[/] after GRPO: held-out {_fmt_eval(final)}")
     if blank_eval:
         console.print(f"[bold]eval[/] after GRPO, images blanked: held-out {_fmt_eval(final_blank)}")
@@ -516,30 +519,6 @@ def run_job(cfg: RunConfig, run_dir: str | os.PathLike | None = None, progress: 
                   f"of held-out pass@1 over the cold start")
     _print_footer(console, run_dir, timings["total_s"])
     return manifest
-
-
-def sampler_value(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """What the sampler bought, read from the run's logs with DuckDB.
-
-    `informative_ratio`: share of the run's groups whose rewards were not all
-    equal (named query `rollout_cost`). `uniform_expected`: what a uniform draw would have given, estimated
-    as the mean `score` (the store's posterior chance of an informative group)
-    over every prompt of each statistics snapshot, averaged over snapshots.
-    `calibration_ece`: expected calibration error of the sampler's `p_estimate`
-    against the accuracy each group then scored (10 bins; named query
-    `calibration`).
-    """
-    from pipelines.query import connect, run_named
-
-    lake = connect(run_dir)
-    cost = run_named(lake, "rollout_cost").pl()
-    inf = float(cost["informative_ratio"][0]) if cost.height else None
-    uni = lake.con.sql("SELECT avg(s) FROM (SELECT avg(score) AS s FROM stats "
-                       "GROUP BY snapshot_step)").fetchall()[0][0]
-    cal = run_named(lake, "calibration").fetchall()
-    return {"informative_ratio": inf, "uniform_expected": uni,
-            "vs_uniform": inf / uni if inf is not None and uni else None,
-            "calibration_ece": cal[0][-1] if cal else None}
 
 
 def _fmt_eval(s: dict[str, Any]) -> str:

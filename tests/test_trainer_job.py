@@ -60,6 +60,10 @@ def test_thresher_run_end_to_end(tmp_path, capsys):
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["grpo"]["steps"] == 3
     assert 0 <= manifest["eval"]["cold_start"] <= 1 and "gain" in manifest["eval"]
+    # what the sampler bought: snapshots at steps 2 and 3, so step 3 is the one era compared
+    sv = manifest["sampler"]
+    assert sv["steps_compared"] == [3, 3] and sv["groups_compared"] == 4
+    assert 0 <= sv["uniform_expected"] <= 1 and [e["snapshot_step"] for e in sv["uniform_eras"]] == [2, 3]
     # curated sets exist, went through curation, and are disjoint from the held-out split
     assert (run / "data" / "rl" / "manifest.json").exists()
     held = set(pq.read_table(run / "data" / "eval" / "eval.parquet").column("prompt").to_pylist())
