@@ -53,6 +53,9 @@ def test_cli_report_and_stats(run, capsys):
     assert main(["stats", str(run)]) == 0
     out = capsys.readouterr().out
     assert "accuracy" in out and "informative groups" in out and "per domain" in out
+    # one run with snapshots: what the sampler got against a uniform draw, steps 1-11
+    flat = " ".join(out.split())  # the console wraps long lines
+    assert re.search(r"informative groups, steps 1-11: [\d.]+ against ~[\d.]+ .*: [\d.]+x", flat)
 
 
 def test_report_of_an_imported_single_step_log(tmp_path):
