@@ -44,10 +44,10 @@ WITH g AS MATERIALIZED (
     SELECT DISTINCT snapshot_step AS s FROM stats
 ), eras AS (  -- snapshot s and the era it opens: groups drawn in (s, next snapshot]
     SELECT s, lead(s) OVER (ORDER BY s) AS next FROM snaps
-), v AS (
-    SELECT g.*, (SELECT min(s) FROM snaps WHERE g.step <= s) AS era,  -- era named by its end
+), v AS MATERIALIZED (  -- each group's era (named by the snapshot that ends it) and prior visits
+    SELECT g.*, snaps.s AS era,
            row_number() OVER (PARTITION BY sample_id ORDER BY step, grp) - 1 AS visits
-    FROM g
+    FROM g ASOF LEFT JOIN snaps ON g.step <= snaps.s
 ), b AS MATERIALIZED (
     SELECT era, least(floor(p * 10), 9)::INTEGER AS p_bin,
            CASE WHEN visits = 0 THEN 0 WHEN visits = 1 THEN 1 WHEN visits < 4 THEN 2
@@ -60,36 +60,36 @@ WITH g AS MATERIALIZED (
     SELECT p_bin, v_bin, avg(informative) AS rate FROM b GROUP BY ALL HAVING count(*) >= 20
 ), bin AS (
     SELECT p_bin, avg(informative) AS rate FROM b GROUP BY ALL
-), seen AS (
-    SELECT e.s, g.sample_id, count(*) AS visits
-    FROM eras e JOIN g ON g.step <= e.s
-    GROUP BY e.s, g.sample_id
-), pool AS (
+), pool AS (  -- every prompt at every snapshot, with the groups it had had by then
     SELECT st.snapshot_step AS s, st.score,
            least(floor(st.alpha / (st.alpha + st.beta) * 10), 9)::INTEGER AS p_bin,
-           CASE WHEN coalesce(seen.visits, 0) = 0 THEN 0 WHEN seen.visits = 1 THEN 1
-                WHEN seen.visits < 4 THEN 2 WHEN seen.visits < 8 THEN 3 ELSE 4 END AS v_bin
-    FROM stats st LEFT JOIN seen ON seen.s = st.snapshot_step AND seen.sample_id = st.sample_id
+           coalesce(last.visits + 1, 0) AS n
+    FROM stats st ASOF LEFT JOIN v AS last
+         ON st.sample_id = last.sample_id AND st.snapshot_step >= last.step
+), pool_cells AS (
+    SELECT s, score, p_bin,
+           CASE WHEN n = 0 THEN 0 WHEN n = 1 THEN 1 WHEN n < 4 THEN 2 WHEN n < 8 THEN 3 ELSE 4 END AS v_bin
+    FROM pool
 ), observed AS (  -- what the sampler got in each era
     SELECT e.s, avg(g.informative) AS sampler_informative, count(*) AS groups
     FROM eras e JOIN g ON g.step > e.s AND g.step <= e.next
     GROUP BY e.s
 )
-SELECT pool.s AS snapshot_step, any_value(eras.next) AS era_end, count(*) AS prompts,
-       avg(coalesce(cell_era.rate, cell.rate, bin.rate, pool.score)) AS uniform_informative,
+SELECT pool_cells.s AS snapshot_step, any_value(eras.next) AS era_end, count(*) AS prompts,
+       avg(coalesce(cell_era.rate, cell.rate, bin.rate, pool_cells.score)) AS uniform_informative,
        any_value(observed.sampler_informative) AS sampler_informative,
        any_value(observed.groups) AS groups,
-       avg(pool.score) AS store_score,
+       avg(pool_cells.score) AS store_score,
        avg(CAST(cell_era.rate IS NULL AS DOUBLE)) AS share_from_fallback
-FROM pool
+FROM pool_cells
 JOIN eras USING (s)
 LEFT JOIN cell_era ON cell_era.era = coalesce(eras.next, eras.s)
-     AND cell_era.p_bin = pool.p_bin AND cell_era.v_bin = pool.v_bin
-LEFT JOIN cell ON cell.p_bin = pool.p_bin AND cell.v_bin = pool.v_bin
-LEFT JOIN bin ON bin.p_bin = pool.p_bin
+     AND cell_era.p_bin = pool_cells.p_bin AND cell_era.v_bin = pool_cells.v_bin
+LEFT JOIN cell ON cell.p_bin = pool_cells.p_bin AND cell.v_bin = pool_cells.v_bin
+LEFT JOIN bin ON bin.p_bin = pool_cells.p_bin
 LEFT JOIN observed USING (s)
-GROUP BY pool.s
-ORDER BY pool.s
+GROUP BY pool_cells.s
+ORDER BY pool_cells.s
 """
 
 
