@@ -98,11 +98,16 @@ def uniform_eras(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     have given in the era after it (`uniform_informative`), what the sampler got there
     (`sampler_informative`, None after the last snapshot), and the store's own
     estimate (`store_score`), as `UNIFORM_ESTIMATE_SQL` reads them off the log."""
-    from pipelines.query import LakeError, connect
+    from pipelines.query import connect
 
-    lake = connect(run_dir)
+    return _eras(connect(run_dir), run_dir)
+
+
+def _eras(lake: Any, name: str | os.PathLike) -> list[dict[str, Any]]:
+    from pipelines.query import LakeError
+
     if len(lake.runs) != 1:
-        raise LakeError(f"{run_dir}: the uniform estimate reads one run, got {len(lake.runs)}")
+        raise LakeError(f"{name}: the uniform estimate reads one run, got {len(lake.runs)}")
     rel = lake.con.sql(UNIFORM_ESTIMATE_SQL)
     return [dict(zip(rel.columns, row, strict=True)) for row in rel.fetchall()]
 
@@ -128,7 +133,7 @@ def sampler_value(run_dir: str | os.PathLike) -> dict[str, Any]:
     lake = connect(run_dir)
     cost = run_named(lake, "rollout_cost").pl()
     inf = float(cost["informative_ratio"][0]) if cost.height else None
-    eras = uniform_eras(run_dir) if lake.stats_files else []
+    eras = _eras(lake, run_dir) if lake.stats_files else []
     # like with like: only the eras that have groups after their snapshot, weighted by them
     covered = [e for e in eras if e["groups"]]
     n = sum(e["groups"] for e in covered)
