@@ -14,7 +14,9 @@ informative ones are in hand and updates on exactly those) with three samplers:
   group instead (`temperature=0, predictive=True`; not in the default arms);
 - shared_cover: `shared` with a staleness bound (no prompt unpicked for more than
   20 steps), so that the several-epochs pool is trained on as a whole;
-- shared_gap: `shared` with a 6-step cooldown (`min_gap`), for the same reason.
+- shared_gap: `shared` with a 6-step cooldown (`min_gap`), for the same reason;
+  `shared_gap3` with 3 steps, about half an epoch of the several-epochs pool,
+  the rule the quickstart ships (not in the default arms).
 - shared_strat: `shared` stratified by domain (`weights="pool"`): each domain
   gets its pool share of every round's picks, and Thompson ranks within it.
 - uniform_skip: uniform with GRESO's skip of prompts whose last groups were all
@@ -93,6 +95,7 @@ ARMS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "shared_greedy": ("thompson", {"temperature": 0.0, "predictive": True}, SHARED_STORE),
     "shared_cover": ("thompson", {"max_staleness": 20}, SHARED_STORE),
     "shared_gap": ("thompson", {"min_gap": 6}, SHARED_STORE),
+    "shared_gap3": ("thompson", {"min_gap": 3}, SHARED_STORE),
     "shared_strat": ("thompson", {"weights": "pool"}, SHARED_STORE),
     "uniform_skip": ("uniform", {"skip_flat": 0.5}, {}),
     "shared_skip": ("thompson", {"max_staleness": 20, "skip_flat": 0.5}, SHARED_STORE),
@@ -110,7 +113,7 @@ ARMS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
 
 # arms run in the several-epochs regime only: they act on prompts seen again, or (the
 # MoPPS pools) answer a question of that regime
-MULTI_EPOCH_ONLY = {"shared_cover", "shared_gap", "uniform_skip", "shared_skip", "uniform_skip_iw",
+MULTI_EPOCH_ONLY = {"shared_cover", "shared_gap", "shared_gap3", "uniform_skip", "shared_skip", "uniform_skip_iw",
                     "uniform_skip_unsolved", "uniform_skip_unsolved9", "shared_thin",
                     "shared_thin_noiw", "shared_pool2", "shared_pool4"}
 # checks of the store on unseen prompts: run in the one-pass regime only
