@@ -53,8 +53,13 @@ def smallest_uniforms(m: int, k: int, rng: np.random.Generator) -> np.ndarray:
     True
     """
     k = min(k, m)
-    e = rng.standard_exponential(k)
-    return -np.expm1(-np.cumsum(e / (m - np.arange(k))))
+    return _smallest_from(rng.standard_exponential(k), m)
+
+
+def _smallest_from(e: np.ndarray, m: int | np.ndarray) -> np.ndarray:
+    """The order statistics from standard exponentials `e` (last axis): the j-th smallest
+    of m uniforms is 1 - exp(-sum_{i<=j} e_i / (m - i)). `m` broadcasts over rows."""
+    return -np.expm1(-np.cumsum(e / (m - np.arange(e.shape[-1])), axis=-1))
 
 
 def smallest_uniforms_many(ms: Sequence[int], ks: Sequence[int], rng: np.random.Generator
@@ -76,12 +81,9 @@ def smallest_uniforms_many(ms: Sequence[int], ks: Sequence[int], rng: np.random.
         return []
     e = rng.standard_exponential(sum(ks))
     if len(set(ks)) == 1:  # the usual case (every group asked for the batch size): one table
-        k = ks[0]
-        steps = e.reshape(len(ks), k) / (np.asarray(ms, dtype=np.int64)[:, None] - np.arange(k))
-        return list(-np.expm1(-np.cumsum(steps, axis=1)))
-    ends = np.cumsum(ks)
-    return [-np.expm1(-np.cumsum(x / (int(m) - np.arange(k))))
-            for x, m, k in zip(np.split(e, ends[:-1]), ms, ks, strict=True)]
+        return list(_smallest_from(e.reshape(len(ks), ks[0]),
+                                   np.asarray(ms, dtype=np.int64)[:, None]))
+    return [_smallest_from(x, int(m)) for x, m in zip(np.split(e, np.cumsum(ks)[:-1]), ms, strict=True)]
 
 
 def distance_quantiles(a: float, b: float, u: np.ndarray, center: float = 0.5) -> np.ndarray:
