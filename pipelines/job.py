@@ -397,7 +397,7 @@ def run_job(cfg: RunConfig, run_dir: str | os.PathLike | None = None, progress: 
     """The main job; returns the run manifest (also written to RUN/manifest.json)."""
     import torch
 
-    from pipelines.sampler_value import sampler_value
+    from pipelines.sampler_value import against_uniform, sampler_value
     from trainer.evaluation import accuracy, accuracy_by_domain, blank_images, evaluate
     from trainer.grpo import GRPOTrainer
     from trainer.modeling import quiet_transformers
@@ -504,14 +504,10 @@ def run_job(cfg: RunConfig, run_dir: str | os.PathLike | None = None, progress: 
     }
     write_json_atomic(manifest, run_dir / "manifest.json")
     sv = manifest["sampler"]
-    if sv["vs_uniform"] is not None:
-        first, last = sv["steps_compared"]
+    if (compared := against_uniform(sv)) is not None:
         console.print(
             f"[bold]sampler[/] {grpo_cfg.sampler}: {sv['informative_ratio']:.3f} of its groups were "
-            f"informative; over steps {first}-{last}, {sv['sampler_informative']:.3f} against "
-            f"~{sv['uniform_expected']:.3f} for a uniform draw from the pool (estimated from this "
-            f"run's outcomes; the store's own chance says {sv['store_score_expected']:.3f}): "
-            f"{sv['vs_uniform']:.2f}x. Calibration error of its estimates {sv['calibration_ece']:.3f}")
+            f"informative; {compared}. Calibration error of its estimates {sv['calibration_ece']:.3f}")
     console.print(f"[bold]eval[/] after GRPO: held-out {_fmt_eval(final)}")
     if blank_eval:
         console.print(f"[bold]eval[/] after GRPO, images blanked: held-out {_fmt_eval(final_blank)}")

@@ -29,7 +29,10 @@ True
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipelines.query import Lake
 
 # The cell rates, per snapshot. Groups are matched to snapshots by sample_id, so
 # the lake must hold one run. Where a cell of the era after a snapshot has fewer
@@ -95,27 +98,24 @@ ORDER BY pool_cells.s
 """
 
 
-def uniform_eras(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """Per statistics snapshot of one run: what a uniform draw from the whole pool would
-    have given in the era after it (`uniform_informative`), what the sampler got there
-    (`sampler_informative`, None after the last snapshot), and the store's own
-    estimate (`store_score`), as `UNIFORM_ESTIMATE_SQL` reads them off the log."""
-    from pipelines.query import connect
-
-    return _eras(connect(run_dir), run_dir)
-
-
-def _eras(lake: Any, name: str | os.PathLike) -> list[dict[str, Any]]:
+def uniform_eras(lake: Lake) -> list[dict[str, Any]]:
+    """Per statistics snapshot of one run (`lake`: `pipelines.query.connect(run)`):
+    what a uniform draw from the whole pool would have given in the era after it
+    (`uniform_informative`), what the sampler got there (`sampler_informative`, None
+    after the last snapshot), and the store's own estimate (`store_score`), as
+    `UNIFORM_ESTIMATE_SQL` reads them off the log."""
     from pipelines.query import LakeError
 
     if len(lake.runs) != 1:
-        raise LakeError(f"{name}: the uniform estimate reads one run, got {len(lake.runs)}")
+        raise LakeError(f"{', '.join(map(str, lake.runs))}: the uniform estimate reads one run, "
+                        f"got {len(lake.runs)}")
     rel = lake.con.sql(UNIFORM_ESTIMATE_SQL)
     return [dict(zip(rel.columns, row, strict=True)) for row in rel.fetchall()]
 
 
-def sampler_value(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """What the sampler bought, read from one run's logs with DuckDB.
+def sampler_value(run: str | os.PathLike | Lake) -> dict[str, Any]:
+    """What the sampler bought, read from one run's logs (a run folder, or its open lake)
+    with DuckDB.
 
     `informative_ratio`: share of the run's groups whose rewards were not all
     equal (named query `rollout_cost`). The comparison covers the eras that
@@ -131,12 +131,12 @@ def sampler_value(run_dir: str | os.PathLike) -> dict[str, Any]:
     query `calibration`). Without statistics snapshots every field of the
     comparison is None.
     """
-    from pipelines.query import connect, run_named
+    from pipelines.query import Lake, connect, run_named
 
-    lake = connect(run_dir)
+    lake = run if isinstance(run, Lake) else connect(run)
     cost = run_named(lake, "rollout_cost").pl()
     inf = float(cost["informative_ratio"][0]) if cost.height else None
-    eras = _eras(lake, run_dir) if lake.stats_files else []
+    eras = uniform_eras(lake) if lake.stats_files else []
     # like with like: only the eras that have groups after their snapshot, weighted by them
     covered = [e for e in eras if e["groups"]]
     n = sum(e["groups"] for e in covered)
@@ -152,3 +152,15 @@ def sampler_value(run_dir: str | os.PathLike) -> dict[str, Any]:
             "steps_compared": [covered[0]["snapshot_step"] + 1, covered[-1]["era_end"]]
             if covered else None, "groups_compared": n, "uniform_eras": eras,
             "calibration_ece": cal[0][-1] if cal else None}
+
+
+def against_uniform(value: dict[str, Any]) -> str | None:
+    """The comparison of a `sampler_value` as one sentence (None without one), as
+    `thresher run` and `thresher stats` print it."""
+    if value["vs_uniform"] is None:
+        return None
+    first, last = value["steps_compared"]
+    return (f"steps {first}-{last}: {value['sampler_informative']:.3f} against "
+            f"~{value['uniform_expected']:.3f} for a uniform draw from the pool (read off this "
+            f"run's outcomes; the store's own chance says {value['store_score_expected']:.3f}): "
+            f"{value['vs_uniform']:.2f}x")

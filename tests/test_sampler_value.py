@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from curate.rollout_log import RolloutWriter
-from pipelines.query import LakeError
+from pipelines.query import LakeError, connect
 from pipelines.sampler_value import sampler_value, uniform_eras
 from sampling import SampleStats, UniformSampler
 
@@ -65,4 +65,4 @@ def test_one_run_only(tmp_path):
     _run(tmp_path / "a", n_flip=10, n_mixed=10, steps=10)
     _run(tmp_path / "b", n_flip=10, n_mixed=10, steps=10)
     with pytest.raises(LakeError, match="one run, got 2"):
-        uniform_eras(f"{tmp_path}/*")
+        uniform_eras(connect(f"{tmp_path}/*"))

@@ -90,14 +90,10 @@ def run(args: argparse.Namespace) -> int:
         con.print(f"sampler ({', '.join(figs['selection']['samplers'])}): expected calibration error "
                   f"of its posterior means = {figs['selection']['ece']:.3f} (10 bins, weighted by groups)")
     if len(lake.runs) == 1 and lake.stats_files:
-        from pipelines.sampler_value import sampler_value
+        from pipelines.sampler_value import against_uniform, sampler_value
 
-        sv = sampler_value(lake.runs[0])
-        if sv["vs_uniform"] is not None:
-            first, last = sv["steps_compared"]
-            con.print(f"informative groups, steps {first}-{last}: {sv['sampler_informative']:.3f} against "
-                      f"~{sv['uniform_expected']:.3f} for a uniform draw from the pool (read off this "
-                      f"run's outcomes): {sv['vs_uniform']:.2f}x")
+        if (compared := against_uniform(sampler_value(lake))) is not None:
+            con.print(f"informative groups, {compared}")
     if figs["stuck"].height:
         con.print(f"[yellow]{figs['stuck'].height} stuck prompt(s)[/yellow] (sampled in 2+ steps, never solved): "
                   "thresher query RUN --named stuck_prompts")
