@@ -128,8 +128,9 @@ def main() -> int:
         with ThreadPoolExecutor(args.workers) as pool:
             list(pool.map(lambda j: run_one(*j), jobs))
     runs = {arm: [measure(work / f"{arm}-{s}") for s in range(args.seeds)] for arm in arms}
-    res = {"config": str(Path(args.config).relative_to(REPO)) if Path(args.config).is_relative_to(REPO)
-           else args.config, "seeds": args.seeds, "arms": summarize(runs)}
+    config = Path(args.config).resolve()
+    res = {"config": str(config.relative_to(REPO) if config.is_relative_to(REPO) else config),
+           "seeds": args.seeds, "arms": summarize(runs)}
     write_json_atomic(res, Path(args.out))
     print(f"{'arm':10s} {'pass@1':>8s} {'vs uniform':>18s} {'informative':>12s} {'x uniform':>10s}")
     for arm, a in res["arms"].items():

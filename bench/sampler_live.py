@@ -113,8 +113,8 @@ ARMS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
 
 # arms run in the several-epochs regime only: they act on prompts seen again, or (the
 # MoPPS pools) answer a question of that regime
-MULTI_EPOCH_ONLY = {"shared_cover", "shared_gap", "shared_gap3", "uniform_skip", "shared_skip", "uniform_skip_iw",
-                    "uniform_skip_unsolved", "uniform_skip_unsolved9", "shared_thin",
+MULTI_EPOCH_ONLY = {"shared_cover", "shared_gap", "shared_gap3", "uniform_skip", "shared_skip",
+                    "uniform_skip_iw", "uniform_skip_unsolved", "uniform_skip_unsolved9", "shared_thin",
                     "shared_thin_noiw", "shared_pool2", "shared_pool4"}
 # checks of the store on unseen prompts: run in the one-pass regime only
 ONE_PASS_ONLY = {"shared_nodrift", "shared_cluster"}
