@@ -40,6 +40,16 @@ informative ones are in hand and updates on exactly those) with three samplers:
   `cluster` writes it (not in the default arms; needs `thresher[embed]`).
 - shared_nodrift: `shared` without the store's drift correction (not in the
   default arms; a check that the correction does not cost one-pass share).
+- controls (bench/sampler_controls.py; several-epochs regime only, not in the
+  default arms, never the regime's `best`): `iid`, uniform without epochs
+  (distinct within a step, with replacement across steps); `oracle_thin`,
+  uniform's epochs thinned by each prompt's true current chance of a mixed
+  group (pass rates re-measured every 3 steps from 12 samples, not counted as
+  rollouts); `oracle_greedy`, the prompts with the largest such chance. They
+  separate what choosing prompts costs from how well the store estimates them:
+
+    .venv/bin/python bench/sampler_live.py --regimes multi_epoch \
+        --arms uniform,iid,oracle_thin,oracle_greedy --out bench/results/sampler_live_controls.json
 
 The several-epochs regime also records, per arm, the informative share of a
 revisit by the outcome of the prompt's previous groups (`revisits`: first
@@ -109,13 +119,20 @@ ARMS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "shared_pool4": ("thompson", {"pool_factor": 4.0}, SHARED_STORE),
     "shared_nodrift": ("thompson", {}, {**SHARED_STORE, "drift_correction": False}),
     "shared_cluster": ("thompson", {}, {**SHARED_STORE, "group_keys": ["level", "cluster"]}),
+    # controls (bench/sampler_controls.py), not samplers to train with: uniform without
+    # epochs, and oracles that know every prompt's current pass rate
+    "iid": ("iid", {}, {}),
+    "oracle_thin": ("oracle", {"mode": "thin", "thin_at": 0.5, "floor": 0.05, "refresh": 3,
+                               "k": 12}, {}),
+    "oracle_greedy": ("oracle", {"mode": "greedy", "refresh": 3, "k": 12}, {}),
 }
+CONTROLS = {"iid", "oracle_thin", "oracle_greedy"}  # never the regime's `best`
 
 # arms run in the several-epochs regime only: they act on prompts seen again, or (the
 # MoPPS pools) answer a question of that regime
 MULTI_EPOCH_ONLY = {"shared_cover", "shared_gap", "shared_gap3", "uniform_skip", "shared_skip",
                     "uniform_skip_iw", "uniform_skip_unsolved", "uniform_skip_unsolved9", "shared_thin",
-                    "shared_thin_noiw", "shared_pool2", "shared_pool4"}
+                    "shared_thin_noiw", "shared_pool2", "shared_pool4", *CONTROLS}
 # checks of the store on unseen prompts: run in the one-pass regime only
 ONE_PASS_ONLY = {"shared_nodrift", "shared_cluster"}
 
@@ -221,17 +238,33 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
     held = pq.read_table(job["eval"])
     model, tok = load_pretrained(job["ckpt"])
     tok.padding_side = "left"
+    control = job["arm"] in CONTROLS
     cfg = GRPOConfig(steps=job["steps"], prompts_per_step=job["batch"], group_size=job["group_size"],
-                     max_new_tokens=10, lr=job["lr"], sampler=sampler, sampler_args=sampler_args,
-                     store_args=store_args, fill=job["fill"], save_every=100_000, device="cpu",
-                     seed=job["seed"])
+                     max_new_tokens=10, lr=job["lr"], sampler="uniform" if control else sampler,
+                     sampler_args={} if control else sampler_args, store_args=store_args,
+                     fill=job["fill"], save_every=100_000, device="cpu", seed=job["seed"])
     run = Path(job["run"])
     shutil.rmtree(run, ignore_errors=True)  # a fresh run: no parts of an earlier one
-    tr = GRPOTrainer(model, tok, rl, cfg, run, resume=False)
+    chosen = None
+    if control:
+        from sampler_controls import make_control
+
+        from sampling import SampleStats
+
+        stats = SampleStats.from_samples(rl)
+        chosen = make_control(sampler, stats, job["group_size"], job["seed"], **sampler_args)
+    tr = GRPOTrainer(model, tok, rl, cfg, run, resume=False,
+                     **({"stats": stats, "sampler": chosen} if control else {}))
     curve = [{"step": 0, "rollouts": 0, **dict(zip(("pass1", "se"), job["cold"], strict=True))}]
     t0 = time.perf_counter()
     rollouts = groups = informative = 0
     while tr.step < cfg.steps:
+        if hasattr(chosen, "set_pass_rates") and tr.step % chosen.refresh == 0:
+            from sampler_controls import pass_rates
+
+            # the oracle's look at the current policy: generated, never counted as rollouts
+            chosen.set_pass_rates(pass_rates(tr.model, tok, rl, chosen.k, max_new_tokens=10,
+                                             seed=1000 + tr.step))
         m = tr.train_step()
         rollouts += int(m.extra["rollouts"])
         groups += int(m.extra["groups"])
@@ -345,7 +378,7 @@ def summarize(regime: str, runs: list[dict[str, Any]], fill: bool) -> dict[str, 
                                    for r in rs if c in r["revisits"]) / max(tot[c], 1)}
                 for c in cats}
     key = "rollouts_to_uniform_final_ratio"
-    cands = [a for a in arms if a != "uniform"] or ["uniform"]
+    cands = [a for a in arms if a != "uniform" and a not in CONTROLS] or ["uniform"]
     if fill and any(arms[a][key] is not None for a in cands):
         best = min(cands, key=lambda a: arms[a][key] if arms[a][key] is not None else math.inf)
     else:  # none reaches uniform's accuracy (or no fill): the most accurate
