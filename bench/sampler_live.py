@@ -245,23 +245,20 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
                      fill=job["fill"], save_every=100_000, device="cpu", seed=job["seed"])
     run = Path(job["run"])
     shutil.rmtree(run, ignore_errors=True)  # a fresh run: no parts of an earlier one
-    chosen = None
+    chosen = given = None  # a control sampler, built here over the trainer's store
     if control:
-        from sampler_controls import make_control
+        from sampler_controls import make_control, pass_rates
 
         from sampling import SampleStats
 
-        stats = SampleStats.from_samples(rl)
-        chosen = make_control(sampler, stats, job["group_size"], job["seed"], **sampler_args)
-    tr = GRPOTrainer(model, tok, rl, cfg, run, resume=False,
-                     **({"stats": stats, "sampler": chosen} if control else {}))
+        given = SampleStats.from_samples(rl)
+        chosen = make_control(sampler, given, job["group_size"], job["seed"], **sampler_args)
+    tr = GRPOTrainer(model, tok, rl, cfg, run, resume=False, stats=given, sampler=chosen)
     curve = [{"step": 0, "rollouts": 0, **dict(zip(("pass1", "se"), job["cold"], strict=True))}]
     t0 = time.perf_counter()
     rollouts = groups = informative = 0
     while tr.step < cfg.steps:
         if hasattr(chosen, "set_pass_rates") and tr.step % chosen.refresh == 0:
-            from sampler_controls import pass_rates
-
             # the oracle's look at the current policy: generated, never counted as rollouts
             chosen.set_pass_rates(pass_rates(tr.model, tok, rl, chosen.k, max_new_tokens=10,
                                              seed=1000 + tr.step))
