@@ -78,6 +78,18 @@ def test_fill_mode_stops_at_the_round_cap_without_signal(tmp_path):
     assert len(list((tmp_path / "run" / "rollouts").glob("part-00000001-*.parquet"))) == 3
 
 
+def test_fill_mode_stops_when_the_pool_is_drawn_dry_in_one_step(tmp_path):
+    # 58 distinct prompts, rounds of 6 then at most 4 x 3 = 12: six rounds take every prompt,
+    # and the seventh has none left to ask for (it used to ask for one and fail on an empty
+    # batch)
+    tr = _trainer(tmp_path / "run", constant_reward, steps=1, fill_max_rounds=8)
+    m = tr.train_step()
+    assert m.extra["rounds"] == 6 and m.extra["fill_short"] == 1 and m.extra["kept_groups"] == 0
+    log = pq.read_table(tmp_path / "run" / "rollouts")
+    ids = [r["sample_id"] for r in log.to_pylist() if r["response_idx"] == 0]
+    assert len(ids) == len(set(ids)) == len(tr.stats) == 58  # every prompt once
+
+
 def test_fill_mode_with_the_shared_store_trains_and_resumes_identically(tmp_path):
     child = tmp_path / "child.py"
     child.write_text(textwrap.dedent(f"""

@@ -378,17 +378,18 @@ class GRPOTrainer:
         every round), never more than `fill_round_max` x B; the sampler never
         hands out a prompt twice in one step. The update uses the first B
         informative groups, in the order generated; informative groups beyond
-        B are logged with kept = false. After `fill_max_rounds` rounds the step
-        goes on with what it has (fill_short = 1 in the step's metrics).
+        B are logged with kept = false. After `fill_max_rounds` rounds, or once
+        every prompt of the pool has been drawn in the step, the step goes on
+        with what it has (fill_short = 1 in the step's metrics).
         """
         cfg = self.cfg
         b, rounds, have = cfg.prompts_per_step, [], 0
         while have < b and len(rounds) < cfg.fill_max_rounds:
-            want = int(np.ceil((b - have) / max(self.fill_rate, 0.05)))
-            k = max(1, min(want, int(cfg.fill_round_max * b), len(self.stats) - sum(
-                len(r.ids) for r in rounds)))
-            if k <= 0:
+            left = len(self.stats) - sum(len(r.ids) for r in rounds)
+            if left <= 0:  # every prompt of the pool drawn this step: go on with what we have
                 break
+            want = int(np.ceil((b - have) / max(self.fill_rate, 0.05)))
+            k = min(max(1, want), int(cfg.fill_round_max * b), left)
             r = self._rollout(k, t, group0=sum(len(x.ids) for x in rounds))
             n_inf = int(r.informative.sum())
             r.keep = r.informative.clone()
