@@ -204,8 +204,8 @@ def pool_of(rl, pool: int, seed: int):
 # how concentrated the kept groups are on a few prompts (the several-epochs regime's
 # question: does the sampler train the pool as a whole, or a few prompts again and again?)
 CONCENTRATION_SQL = """
-SELECT count(*) AS prompts, max(n) AS most,
-       coalesce(sum(n) FILTER (WHERE n >= 8), 0) / sum(n) AS share_from_8plus
+SELECT count(*) AS prompts, coalesce(max(n), 0) AS most,  -- 0, 0, 0 when nothing was kept
+       coalesce(coalesce(sum(n) FILTER (WHERE n >= 8), 0) / sum(n), 0) AS share_from_8plus
 FROM (SELECT sample_id, count(DISTINCT (step, "group")) AS n FROM rollouts
       WHERE kept GROUP BY sample_id)
 """
