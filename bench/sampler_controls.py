@@ -57,30 +57,51 @@ class IIDSampler(Sampler):
 class OracleSampler(UniformSampler):
     """Chooses by each prompt's true current chance of an informative group (see the module).
 
-    `set_pass_rates(p)` gives the pass rates, one per store row; until then every
-    prompt counts as p = 0.5. `mode="thin"` runs uniform's epoch streams (the
-    parent class) with the oracle's acceptance; `mode="greedy"` ranks by the chance.
+    `set_pass_rates(p, rows)` gives the pass rates of `rows` (every store row when
+    None); a prompt not measured yet counts as p = 0.5. `mode="thin"` runs
+    uniform's epoch streams (the parent class) with the oracle's acceptance;
+    `mode="greedy"` ranks by the chance. With `lookahead` (thin mode) a refresh
+    measures only the next `lookahead` prompts of the epoch's stream, the ones
+    the next steps can reach: that makes the oracle affordable over a pool of
+    thousands (the one-pass regime). Prompts of an epoch not begun yet keep
+    their last measurement.
     """
 
     name = "oracle"
 
     def __init__(self, stats, group_size: int = 8, seed: int = 0, mode: str = "thin",
-                 thin_at: float = 0.5, floor: float = 0.05, refresh: int = 3, k: int = 12) -> None:
+                 thin_at: float = 0.5, floor: float = 0.05, refresh: int = 3, k: int = 12,
+                 lookahead: int | None = None) -> None:
         if mode not in ("thin", "greedy"):
             raise ValueError(f"mode must be 'thin' or 'greedy', got {mode!r}")
         if not 0.0 < floor <= 1.0:
             raise ValueError(f"floor must be in (0, 1], got {floor!r}")
         if refresh < 1 or k < 1:
             raise ValueError(f"refresh and k must be >= 1, got {refresh!r} and {k!r}")
+        if lookahead is not None and (mode != "thin" or lookahead < 1):
+            raise ValueError(f"lookahead is a number >= 1 of the thin mode, got {lookahead!r}")
         super().__init__(stats, group_size, seed, thin_floor=floor, thin_at=thin_at)
-        self.mode, self.refresh, self.k = mode, int(refresh), int(k)
+        self.mode, self.refresh, self.k, self.lookahead = mode, int(refresh), int(k), lookahead
         self.chance = np.full(len(stats), informative_chance(np.array(0.5), group_size))
 
-    def set_pass_rates(self, p: np.ndarray) -> None:
+    def rows_to_measure(self) -> np.ndarray:
+        """The store rows a refresh measures: all, or the next `lookahead` of the stream."""
+        if self.lookahead is None:
+            return np.arange(len(self._stats))
+        st = self._streams.get("*")
+        if st is None:  # before the first draw: the first step runs on the default
+            return np.empty(0, np.int64)
+        return st["perm"][st["pos"]:st["pos"] + self.lookahead]
+
+    def set_pass_rates(self, p: np.ndarray, rows: np.ndarray | None = None) -> None:
         p = np.asarray(p, dtype=np.float64)
-        if p.shape != (len(self._stats),):
-            raise ValueError(f"one pass rate per store row ({len(self._stats)}), got {p.shape}")
-        self.chance = informative_chance(p, self.group_size)
+        n = len(self._stats) if rows is None else len(rows)
+        if p.shape != (n,):
+            raise ValueError(f"one pass rate per row measured ({n}), got {p.shape}")
+        if rows is None:
+            self.chance = informative_chance(p, self.group_size)
+        else:
+            self.chance[np.asarray(rows, dtype=np.int64)] = informative_chance(p, self.group_size)
 
     def acceptance(self, step: int) -> np.ndarray:
         return np.clip(self.chance / self.thin_at, self.thin_floor, 1.0)

@@ -125,16 +125,20 @@ ARMS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "oracle_thin": ("oracle", {"mode": "thin", "thin_at": 0.5, "floor": 0.05, "refresh": 3,
                                "k": 12}, {}),
     "oracle_greedy": ("oracle", {"mode": "greedy", "refresh": 3, "k": 12}, {}),
+    # one pass: the same thinning, measuring every step the next 400 prompts of the stream
+    "oracle_thin_ahead": ("oracle", {"mode": "thin", "thin_at": 0.5, "floor": 0.05,
+                                     "refresh": 1, "k": 12, "lookahead": 400}, {}),
 }
-CONTROLS = {"iid", "oracle_thin", "oracle_greedy"}  # never the regime's `best`
+CONTROLS = {"iid", "oracle_thin", "oracle_greedy", "oracle_thin_ahead"}  # never `best`
 
 # arms run in the several-epochs regime only: they act on prompts seen again, or (the
 # MoPPS pools) answer a question of that regime
 MULTI_EPOCH_ONLY = {"shared_cover", "shared_gap", "shared_gap3", "uniform_skip", "shared_skip",
                     "uniform_skip_iw", "uniform_skip_unsolved", "uniform_skip_unsolved9", "shared_thin",
-                    "shared_thin_noiw", "shared_pool2", "shared_pool4", *CONTROLS}
+                    "shared_thin_noiw", "shared_pool2", "shared_pool4",
+                    *(CONTROLS - {"oracle_thin_ahead"})}
 # checks of the store on unseen prompts: run in the one-pass regime only
-ONE_PASS_ONLY = {"shared_nodrift", "shared_cluster"}
+ONE_PASS_ONLY = {"shared_nodrift", "shared_cluster", "oracle_thin_ahead"}
 
 
 def cold_start(work: Path, args) -> tuple[Path, Path, Path, Path]:
@@ -260,8 +264,10 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
     while tr.step < cfg.steps:
         if hasattr(chosen, "set_pass_rates") and tr.step % chosen.refresh == 0:
             # the oracle's look at the current policy: generated, never counted as rollouts
-            chosen.set_pass_rates(pass_rates(tr.model, tok, rl, chosen.k, max_new_tokens=10,
-                                             seed=1000 + tr.step))
+            rows = chosen.rows_to_measure()
+            if len(rows):
+                chosen.set_pass_rates(pass_rates(tr.model, tok, rl.take(rows), chosen.k,
+                                                 max_new_tokens=10, seed=1000 + tr.step), rows)
         m = tr.train_step()
         rollouts += int(m.extra["rollouts"])
         groups += int(m.extra["groups"])

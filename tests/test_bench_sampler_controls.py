@@ -71,15 +71,32 @@ def test_oracle_greedy_takes_the_most_informative_and_never_flat_ones_first():
     # the same step's next round goes on down the ranking, never repeating a prompt
     nxt = oracle.next_batch(2, step=1)
     assert nxt[0] == "p4" and nxt[1] in {"p0", "p1"}  # the two flat ones tie: either
-    with pytest.raises(ValueError, match="one pass rate per store row"):
+    with pytest.raises(ValueError, match="one pass rate per row measured"):
         oracle.set_pass_rates(np.array([0.5]))
     with pytest.raises(ValueError, match="mode must be"):
         mod.OracleSampler(_stats(2), mode="best")
 
 
+def test_oracle_lookahead_measures_the_next_prompts_of_the_stream_only():
+    mod = _load("sampler_controls")
+    oracle = mod.OracleSampler(_stats(10), mode="thin", lookahead=3, seed=0)
+    assert len(oracle.rows_to_measure()) == 0  # no stream before the first draw
+    first = oracle.next_rows(2, step=1)
+    ahead = oracle.rows_to_measure()
+    assert len(ahead) == 3 and not set(ahead) & set(first.tolist())
+    before = oracle.chance.copy()
+    oracle.set_pass_rates(np.zeros(3), ahead)
+    assert (oracle.chance[ahead] == 0).all()
+    rest = np.setdiff1d(np.arange(10), ahead)
+    assert (oracle.chance[rest] == before[rest]).all()
+    assert mod.OracleSampler(_stats(4), mode="thin").rows_to_measure().tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="lookahead"):
+        mod.OracleSampler(_stats(4), mode="greedy", lookahead=3)
+
+
 def test_controls_run_in_the_several_epochs_regime_and_are_never_best():
     live = _load("sampler_live")
-    assert live.CONTROLS <= live.MULTI_EPOCH_ONLY
+    assert live.CONTROLS <= live.MULTI_EPOCH_ONLY | live.ONE_PASS_ONLY
     curve = lambda finals: [{"step": 0, "rollouts": 0, "pass1": 0.1, "se": 0.01},  # noqa: E731
                             {"step": 10, "rollouts": finals[0], "pass1": finals[1], "se": 0.01}]
     runs = []
