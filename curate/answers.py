@@ -18,10 +18,13 @@ True
 
 from __future__ import annotations
 
+import logging
 import math
 import re
+import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from fractions import Fraction
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -39,7 +42,10 @@ CHOICE_LETTERS = "ABCDEFGHIJ"
 # Expressions longer than this are not sent to math-verify (sympy can take
 # minutes on adversarial inputs; no gold answer in a real set is this long).
 MAX_EXPRESSION_CHARS = 400
-# math-verify timeouts (seconds); they use SIGALRM, so they only apply on the main thread.
+# Budgets for one math-verify parse or verify call, in seconds of this process's CPU
+# time (SIGVTALRM, so on the main thread only). Not math-verify's own wall-clock
+# timeouts: on a loaded machine, or in a Ray worker (nice 15), a parse that takes 0.2 s
+# of CPU took 5-20 s of wall time and timed out, and the curated set depended on the load.
 PARSE_TIMEOUT_S = 2
 VERIFY_TIMEOUT_S = 2
 
@@ -264,11 +270,50 @@ def detect_answer_types(answers: pl.Series, has_options: pl.Series | None = None
 # ------------------------------------------------------------------ equivalence
 
 def _timeouts() -> tuple[int | None, int | None]:
-    # math-verify's timeouts install a SIGALRM handler, which Python only allows
-    # on the main thread; elsewhere we rely on the length guard instead.
+    # the CPU-time budgets install a signal handler, which Python only allows on
+    # the main thread; elsewhere we rely on the length guard instead.
     if threading.current_thread() is threading.main_thread():
         return PARSE_TIMEOUT_S, VERIFY_TIMEOUT_S
     return None, None
+
+
+class _OverBudget(BaseException):
+    """A math-verify call ran out of its CPU-time budget (BaseException: math-verify
+    catches Exception, and must not swallow this)."""
+
+
+class _NoTimeoutWarning(logging.Filter):
+    """math-verify warns that its own timeout is off: ours (`_cpu_budget`) replaces it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Timeout is disabled" not in record.getMessage()
+
+
+for _name in ("math_verify.parser", "math_verify.grader"):
+    logging.getLogger(_name).addFilter(_NoTimeoutWarning())
+
+
+@contextmanager
+def _cpu_budget(seconds: float | None) -> Iterator[None]:
+    """Raise `_OverBudget` in the block after `seconds` of this process's CPU time.
+
+    CPU time, not wall time, so that the same input gets the same answer on an idle
+    laptop, a loaded machine and a niced worker. None: no budget (off the main thread).
+    """
+    if seconds is None:
+        yield
+        return
+
+    def over(signum, frame):
+        raise _OverBudget
+
+    previous = signal.signal(signal.SIGVTALRM, over)
+    signal.setitimer(signal.ITIMER_VIRTUAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+        signal.signal(signal.SIGVTALRM, previous)
 
 
 @lru_cache(maxsize=100_000)
@@ -282,9 +327,13 @@ def _mv_parse(expr: str) -> tuple:
     expr = _strip_latex_noise(expr) or expr
     text = expr if "$" in expr or "\\boxed" in expr else f"${expr}$"
     try:
-        parsed = parse(text, parsing_timeout=parse_timeout or 0)
+        with _cpu_budget(parse_timeout):
+            parsed = parse(text, parsing_timeout=0)
         if not parsed:
-            parsed = parse(expr, parsing_timeout=parse_timeout or 0)
+            with _cpu_budget(parse_timeout):
+                parsed = parse(expr, parsing_timeout=0)
+    except _OverBudget:
+        return ()
     except Exception:  # math-verify raises many kinds on junk input; junk is "not parseable"
         return ()
     return tuple(parsed)
@@ -328,7 +377,10 @@ def _mv_equivalent(pred: str, gold: str) -> bool:
 
     _, verify_timeout = _timeouts()
     try:
-        return bool(verify(list(g), list(p), timeout_seconds=verify_timeout or 0))
+        with _cpu_budget(verify_timeout):
+            return bool(verify(list(g), list(p), timeout_seconds=0))
+    except _OverBudget:
+        return False
     except Exception:
         return False
 

@@ -170,3 +170,52 @@ def test_parseable_fast_path_agrees_with_math_verify_on_real_answers():
     # every answer the fast path vouches for really parses to a sympy object
     assert all(any(not isinstance(x, str) for x in _mv_parse(a)) for a in fast)
     assert not SURELY_PARSEABLE.match("\\frac{1}") and not SURELY_PARSEABLE.match("x^{")
+
+
+def test_a_parse_that_burns_its_cpu_budget_is_unparseable(monkeypatch):
+    import math_verify
+
+    from curate import answers
+
+    def burn(*_args, **_kwargs):
+        while True:  # sympy on an adversarial input: CPU until stopped
+            sum(range(1000))
+
+    monkeypatch.setattr(answers, "PARSE_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(math_verify, "parse", burn)
+    answers._mv_parse.cache_clear()
+    try:
+        assert answers._mv_parse("x^2+\\alpha") == ()
+    finally:
+        answers._mv_parse.cache_clear()
+
+
+def test_the_budget_counts_cpu_time_not_time_spent_waiting(monkeypatch):
+    # A Ray worker runs at nice 15: on a busy machine a parse that needs 0.2 s of CPU
+    # waited seconds for it, and math-verify's wall-clock alarm called it unparseable
+    # (the Ray curation then dropped rows the local engine kept). Here the parse waits
+    # for a child process's work, as a descheduled process waits for the CPU: longer
+    # than the budget in wall time, next to nothing in CPU time.
+    import subprocess
+    import sys
+
+    import math_verify
+
+    from curate import answers
+
+    real_parse = math_verify.parse
+    union = "(-\\infty,-8)\\cup (8,\\infty)"
+    assert real_parse(f"${union}$", parsing_timeout=0)  # warm: sympy's first-use cost paid here
+
+    def waits_then_parses(text, **kwargs):
+        # about a second of the child's CPU, far past the half second the parse may use
+        subprocess.run([sys.executable, "-c", "sum(range(40_000_000))"], check=True)
+        return real_parse(text, **kwargs)
+
+    monkeypatch.setattr(answers, "PARSE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(math_verify, "parse", waits_then_parses)
+    answers._mv_parse.cache_clear()
+    try:
+        assert answers.math_parseable(union)
+    finally:
+        answers._mv_parse.cache_clear()
