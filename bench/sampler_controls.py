@@ -1,11 +1,13 @@
 """Control samplers for bench/sampler_live.py: what no real sampler can do, and what uniform gives up.
 
 They answer two questions about the several-epochs regime, where every
-realizable sampler ended below uniform's held-out pass@1:
+realizable sampler ended below uniform's held-out pass@1 (and the oracle, with
+`lookahead`, gives the one-pass regime its ceiling):
 
 - `OracleSampler` knows every pool prompt's pass rate under the current policy,
-  re-estimated every `refresh` steps from `k` samples per prompt (generation that
-  is not counted as rollouts; nothing a real run can afford). `mode="greedy"`
+  re-estimated every `refresh` steps from `k` samples per prompt
+  (`trainer.evaluation.pass_rates`: generation that is not counted as
+  rollouts; nothing a real run can afford). `mode="greedy"`
   takes, each round, the prompts with the largest chance of an informative group,
   1 - p^G - (1 - p)^G; `mode="thin"` keeps uniform's epochs and rolls a prompt out,
   when its turn comes, with probability clip(chance / thin_at, floor, 1), the
@@ -118,31 +120,6 @@ class OracleSampler(UniformSampler):
         score = np.where(self._blocked(base), -np.inf, score)
         top = np.argsort(-score, kind="stable")[:q]
         return base[top], score[top]
-
-
-def pass_rates(model: Any, tokenizer: Any, samples: Any, k: int, max_new_tokens: int,
-               seed: int, prompts_per_batch: int = 64) -> np.ndarray:
-    """Each prompt's pass rate from k samples at T = 1 under `model` (the oracle's refresh)."""
-    import torch
-
-    from trainer.generation import generate_groups
-    from trainer.rewards import verifiable_reward
-
-    prompts = samples.column("prompt").to_pylist()
-    answers = samples.column("answer").to_pylist()
-    types = samples.column("answer_type").to_pylist()
-    torch.manual_seed(seed)
-    out: list[float] = []
-    with torch.no_grad():
-        for s in range(0, len(prompts), prompts_per_batch):
-            chunk = prompts[s:s + prompts_per_batch]
-            gen = generate_groups(model, tokenizer, chunk, k, max_new_tokens, 1.0)
-            ok = verifiable_reward(
-                [p for p in chunk for _ in range(k)], gen.texts,
-                answer=[a for a in answers[s:s + prompts_per_batch] for _ in range(k)],
-                answer_type=[t for t in types[s:s + prompts_per_batch] for _ in range(k)])
-            out.extend(np.asarray(ok, dtype=float).reshape(len(chunk), k).mean(axis=1).tolist())
-    return np.asarray(out)
 
 
 def make_control(name: str, stats, group_size: int, seed: int, **kwargs: Any) -> Sampler:

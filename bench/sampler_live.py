@@ -251,9 +251,10 @@ def run_arm(job: dict[str, Any]) -> dict[str, Any]:
     shutil.rmtree(run, ignore_errors=True)  # a fresh run: no parts of an earlier one
     chosen = given = None  # a control sampler, built here over the trainer's store
     if control:
-        from sampler_controls import make_control, pass_rates
+        from sampler_controls import make_control
 
         from sampling import SampleStats
+        from trainer.evaluation import pass_rates
 
         given = SampleStats.from_samples(rl)
         chosen = make_control(sampler, given, job["group_size"], job["seed"], **sampler_args)

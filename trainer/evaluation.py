@@ -164,15 +164,51 @@ def accuracy_by_domain(table: pa.Table) -> dict[str, float]:
 
 
 @torch.no_grad()
+def pass_rates(model, tokenizer, samples: pa.Table, k: int = 16, max_new_tokens: int = 16,
+               temperature: float = 1.0, seed: int = 0, prompts_per_batch: int = 64
+               ) -> np.ndarray:
+    """Each prompt's pass rate: the share of k samples at `temperature` that are correct.
+
+    Each prompt is prefilled once and its k responses share the cache
+    (`generate_groups`), so k = 16 costs little more than k = 4.
+
+    >>> from trainer.modeling import TinyModelSpec, build_tiny_model, char_tokenizer
+    >>> tok = char_tokenizer()
+    >>> tok.padding_side = "left"
+    >>> model = build_tiny_model(tok, TinyModelSpec(hidden_size=16, num_layers=1, num_heads=2,
+    ...                                             intermediate_size=32))
+    >>> samples = pa.table({"id": ["a", "b"], "prompt": ["add:1+2=", "max:3,1="],
+    ...                     "answer": ["3", "3"]})
+    >>> rates = pass_rates(model, tok, samples, k=4, max_new_tokens=2)
+    >>> rates.shape, bool(((rates >= 0) & (rates <= 1)).all())
+    ((2,), True)
+    """
+    from trainer.generation import generate_groups
+
+    prompts = samples.column("prompt").to_pylist()
+    answers = samples.column("answer").to_pylist()
+    types = (samples.column("answer_type").to_pylist() if "answer_type" in samples.column_names
+             else ["text"] * len(prompts))
+    torch.manual_seed(seed)
+    per_prompt: list[float] = []
+    for s in range(0, len(prompts), prompts_per_batch):
+        chunk = prompts[s:s + prompts_per_batch]
+        gen = generate_groups(model, tokenizer, chunk, k, max_new_tokens, temperature)
+        ok = verifiable_reward([p for p in chunk for _ in range(k)], gen.texts,
+                               answer=[a for a in answers[s:s + prompts_per_batch] for _ in range(k)],
+                               answer_type=[t for t in types[s:s + prompts_per_batch] for _ in range(k)])
+        per_prompt.extend(np.asarray(ok, dtype=float).reshape(len(chunk), k).mean(axis=1).tolist())
+    return np.asarray(per_prompt)
+
+
 def pass_at_1(model, tokenizer, samples: pa.Table, k: int = 16, max_new_tokens: int = 16,
               temperature: float = 1.0, seed: int = 0, prompts_per_batch: int = 64
               ) -> tuple[float, float]:
     """Held-out pass@1 from k samples per prompt at `temperature`, and its standard error.
 
-    Each prompt is prefilled once and its k responses share the cache
-    (`generate_groups`), so k = 16 costs little more than k = 4. The standard
-    error is over prompts: std of the per-prompt means / sqrt(prompts), the
-    precision with which two checkpoints (or two runs) can be ranked.
+    The mean of `pass_rates`. The standard error is over prompts: std of the
+    per-prompt means / sqrt(prompts), the precision with which two
+    checkpoints (or two runs) can be ranked.
 
     >>> from trainer.modeling import TinyModelSpec, build_tiny_model, char_tokenizer
     >>> tok = char_tokenizer()
@@ -185,23 +221,7 @@ def pass_at_1(model, tokenizer, samples: pa.Table, k: int = 16, max_new_tokens: 
     >>> 0.0 <= mean <= 1.0 and se >= 0.0
     True
     """
-    import numpy as np
-
-    from trainer.generation import generate_groups
-
-    prompts = samples.column("prompt").to_pylist()
-    answers = samples.column("answer").to_pylist()
-    types = (samples.column("answer_type").to_pylist() if "answer_type" in samples.column_names
-             else ["text"] * len(prompts))
-    torch.manual_seed(seed)
-    per_prompt = []
-    for s in range(0, len(prompts), prompts_per_batch):
-        chunk = prompts[s:s + prompts_per_batch]
-        gen = generate_groups(model, tokenizer, chunk, k, max_new_tokens, temperature)
-        ok = verifiable_reward([p for p in chunk for _ in range(k)], gen.texts,
-                               answer=[a for a in answers[s:s + prompts_per_batch] for _ in range(k)],
-                               answer_type=[t for t in types[s:s + prompts_per_batch] for _ in range(k)])
-        per_prompt.extend(np.asarray(ok, dtype=float).reshape(len(chunk), k).mean(axis=1).tolist())
-    arr = np.asarray(per_prompt)
+    arr = pass_rates(model, tokenizer, samples, k, max_new_tokens, temperature, seed,
+                     prompts_per_batch)
     se = float(arr.std(ddof=1) / np.sqrt(len(arr))) if len(arr) > 1 else 0.0
     return float(arr.mean()), se
