@@ -35,13 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from sampling.samplers import Sampler, UniformSampler
-
-
-def informative_chance(p: np.ndarray, group_size: int) -> np.ndarray:
-    """The chance that a group of `group_size` responses at pass rate p is mixed."""
-    p = np.asarray(p, dtype=np.float64)
-    return 1.0 - p ** group_size - (1.0 - p) ** group_size
+# the store's own helpers: the chance of a mixed group, and the q best scores, best first
+from sampling.samplers import Sampler, UniformSampler, _top
+from sampling.samplers import _informative as informative_chance
 
 
 class IIDSampler(Sampler):
@@ -52,7 +48,7 @@ class IIDSampler(Sampler):
     def _choose(self, q, step, rows, key):
         base = np.arange(len(self._stats)) if rows is None else rows
         score = np.where(self._blocked(base), -np.inf, self.rng.random(len(base)))
-        top = np.argsort(-score, kind="stable")[:q]
+        top = _top(score, q)
         return base[top], score[top]
 
 
@@ -118,7 +114,7 @@ class OracleSampler(UniformSampler):
         # ties (every prompt before the first refresh) broken at random
         score = self.chance[base] + 1e-9 * self.rng.random(len(base))
         score = np.where(self._blocked(base), -np.inf, score)
-        top = np.argsort(-score, kind="stable")[:q]
+        top = _top(score, q)
         return base[top], score[top]
 
 
