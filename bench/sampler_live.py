@@ -40,16 +40,20 @@ informative ones are in hand and updates on exactly those) with three samplers:
   `cluster` writes it (not in the default arms; needs `thresher[embed]`).
 - shared_nodrift: `shared` without the store's drift correction (not in the
   default arms; a check that the correction does not cost one-pass share).
-- controls (bench/sampler_controls.py; several-epochs regime only, not in the
-  default arms, never the regime's `best`): `iid`, uniform without epochs
-  (distinct within a step, with replacement across steps); `oracle_thin`,
-  uniform's epochs thinned by each prompt's true current chance of a mixed
-  group (pass rates re-measured every 3 steps from 12 samples, not counted as
-  rollouts); `oracle_greedy`, the prompts with the largest such chance. They
-  separate what choosing prompts costs from how well the store estimates them:
+- controls (bench/sampler_controls.py; not in the default arms, never the
+  regime's `best`). Several epochs: `iid`, uniform without epochs (distinct
+  within a step, with replacement across steps); `oracle_thin`, uniform's
+  epochs thinned by each prompt's true current chance of a mixed group (pass
+  rates re-measured every 3 steps from 12 samples, not counted as rollouts);
+  `oracle_greedy`, the prompts with the largest such chance. One pass:
+  `oracle_thin_ahead`, the same thinning measuring every step the next 400
+  prompts of the stream. They separate what choosing prompts costs from how
+  well the store estimates them:
 
     .venv/bin/python bench/sampler_live.py --regimes multi_epoch \
         --arms uniform,iid,oracle_thin,oracle_greedy --out bench/results/sampler_live_controls.json
+    .venv/bin/python bench/sampler_live.py --regimes one_pass \
+        --arms uniform,oracle_thin_ahead --out bench/results/sampler_live_oracle_onepass.json
 
 The several-epochs regime also records, per arm, the informative share of a
 revisit by the outcome of the prompt's previous groups (`revisits`: first
@@ -136,7 +140,7 @@ CONTROLS = {"iid", "oracle_thin", "oracle_greedy", "oracle_thin_ahead"}  # never
 MULTI_EPOCH_ONLY = {"shared_cover", "shared_gap", "shared_gap3", "uniform_skip", "shared_skip",
                     "uniform_skip_iw", "uniform_skip_unsolved", "uniform_skip_unsolved9", "shared_thin",
                     "shared_thin_noiw", "shared_pool2", "shared_pool4",
-                    *(CONTROLS - {"oracle_thin_ahead"})}
+                    "iid", "oracle_thin", "oracle_greedy"}
 # checks of the store on unseen prompts: run in the one-pass regime only
 ONE_PASS_ONLY = {"shared_nodrift", "shared_cluster", "oracle_thin_ahead"}
 
